@@ -1,0 +1,44 @@
+"""tf_softmoe: tokenized Soft Mixture-of-Experts for deep RL in TensorFlow.
+
+Reimplements "Don't flatten, tokenize! Unlocking the key to SoftMoE's efficacy
+in deep RL" (Sokar et al., ICLR 2025) with Keras 2 layers (`tf.keras` through
+`tf_keras`) and TF-Agents.
+
+TF-Agents and every layer here need the Keras 2 API behind `tf.keras`. With
+TensorFlow >= 2.16 that only holds when `TF_USE_LEGACY_KERAS=1` is set before
+TensorFlow is first imported, so importing this package sets it.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+_KERAS_FIX = (
+    "Set TF_USE_LEGACY_KERAS=1 in the environment (or `import tf_softmoe` before "
+    "`import tensorflow`), and make sure `tf_keras` is installed "
+    "(pip install 'tf-keras>=2.21,<2.22')."
+)
+
+
+def _check_keras_2():
+    """Raises ImportError if `tf.keras` is Keras 3 in this process."""
+    if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
+        raise ImportError(
+            "tf_softmoe needs Keras 2 behind tf.keras, but TF_USE_LEGACY_KERAS is "
+            f"set to {os.environ.get('TF_USE_LEGACY_KERAS')!r}. " + _KERAS_FIX)
+    tf_was_imported = "tensorflow" in sys.modules
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    version = getattr(tf.keras, "__version__", "")
+    if not version.startswith("2."):
+        where = (" TensorFlow was imported before tf_softmoe, so the variable "
+                 "came too late." if tf_was_imported else "")
+        raise ImportError(
+            f"tf_softmoe needs Keras 2 behind tf.keras but found Keras {version}."
+            + where + " " + _KERAS_FIX)
+
+
+_check_keras_2()
+
+__version__ = "0.1.0"
