@@ -1,0 +1,1027 @@
+"""Atari-scale circular replay that stores each frame once (Dopamine style).
+
+Storage. One slot per agent step holds the newest single frame of the
+observation in which the action was taken, the action, the (already clipped)
+reward and a byte of flags. The frame stack of a state is rebuilt at sampling
+time from the ``stack_size`` consecutive slots ending at its index, with every
+frame from before the episode's first slot replaced by zeros, so an episode's
+first state is ``[0, 0, 0, f0]`` (what the environment wrapper shows the agent)
+and no stack ever mixes two episodes. When an episode is cut (``truncated``) the
+caller passes the newest frame of the final observation; it goes into an extra
+*final-frame slot* that is never sampled as a transition but completes the last
+transition's next state. At capacity 1 M with 84x84 uint8 frames the buffer
+holds 7 056 B of frame + 4 B action + 4 B reward + 1 B flags per slot, plus
+16 B of sum tree when prioritized: about 7.08 KB per transition.
+
+n-step targets are computed at sampling time. For index ``t`` the window is
+``t, t+1, ..., t+n'-1`` with ``n' = n_step`` unless the episode ends earlier
+(terminal or truncation at step ``t+k``, then ``n' = k+1``):
+
+    reward   = sum_{k < n'} gamma^k r_{t+k}
+    discount = 0                if the window ends at a terminal
+               gamma^{n'}       otherwise (also at a truncation: bootstrap)
+    next_state = the state at t + n' (the final observation at a truncation;
+                 a valid all-in-one-episode stack, but irrelevant, after a
+                 terminal).
+
+Sampleable indices. Counting slots from the oldest stored one, an index is
+sampleable when (a) at least ``n_step`` slots were written after it (its window
+and next-state frame exist), (b) once the buffer has wrapped, it is not among
+the ``stack_size - 1`` oldest slots (their stacks would reach into overwritten
+slots), and (c) it is not a final-frame slot. This excludes at most
+``n_step + stack_size - 1`` transitions, as Dopamine does.
+
+Prioritized replay (Dopamine's flavour; Schaul et al., 2016): a sum tree over
+the slots holds the priority of every sampleable transition and 0 elsewhere. A
+transition enters the tree when it becomes sampleable, at the largest priority
+recorded so far (initially 1.0). ``update_priorities(indices, p)`` stores
+``p ** priority_exponent``; Dopamine passes ``sqrt(loss + 1e-10)`` with exponent
+1 (the default). A batch is drawn by stratified sampling (the total mass split
+into ``batch_size`` equal segments, one draw in each), and
+
+    probabilities      P_i = priority_i / sum(priorities)
+    importance_weights w_i = (1 / (N P_i))^beta / max_j (1 / (N P_j))^beta
+                           = P_i^-beta / max_j P_j^-beta   (batch max),
+
+with ``beta = importance_exponent`` (0.5: ``1/sqrt(P)`` normalised by its max).
+
+Threads. ``add``, ``sample``, ``update_priorities`` and the checkpoint methods
+hold one re-entrant lock, so a background sampler (``BatchPrefetcher`` or
+``as_tf_dataset`` with prefetch) can run beside the collector. NumPy releases
+the GIL during the large copies, so the overlap with training is real.
+
+Reference: Dopamine's ``circular_replay_buffer`` and
+``prioritized_replay_buffer`` (Castro et al., 2018), read for behaviour only.
+"""
+
+import glob
+import json
+import operator
+import os
+import threading
+import uuid
+
+import numpy as np
+
+from tf_softmoe.replay.sum_tree import SumTree
+
+# Bits of the per-slot flag byte.
+TERMINAL = 1          # The environment reached a terminal state after this action.
+TRUNCATED = 2         # The episode was cut after this action (time limit).
+EPISODE_START = 4     # This slot's frame is the first frame of an episode.
+FINAL_FRAME = 8       # The slot holds only an episode's final frame; not a transition.
+_EPISODE_END = TERMINAL | TRUNCATED
+
+_FORMAT_VERSION = 1
+_MANIFEST = "replay_buffer.json"
+_INT32 = np.iinfo(np.int32)
+
+
+class FrameReplayBuffer:
+    """Circular replay of single frames with sampling-time stacks and n-step.
+
+    ``len(buffer)`` is the number of transitions currently stored (final-frame
+    slots excluded; at most ``capacity``); ``num_sampleable`` is how many of
+    them ``sample`` can draw right now; ``num_added`` counts every ``add`` call
+    since creation (it keeps growing after the buffer wraps).
+
+    Args:
+        capacity: number of slots (transitions plus the rare final-frame slots);
+            must exceed ``n_step + stack_size``.
+        frame_shape: shape of one frame, e.g. ``(84, 84)``.
+        stack_size: frames per state (the newest last along the final axis).
+        n_step: length of the multi-step return window.
+        gamma: discount per step, in ``[0, 1]``.
+        prioritized: sample proportionally to stored priorities (sum tree).
+        priority_exponent: ``alpha``; ``update_priorities`` stores ``p ** alpha``.
+        importance_exponent: ``beta`` of the importance weights.
+        frame_dtype: dtype of stored frames (and of sampled states).
+        seed: seed of the sampling RNG (``numpy.random.default_rng``).
+
+    Raises:
+        ValueError: on invalid arguments, naming the argument and the fix.
+    """
+
+    def __init__(self, capacity, frame_shape=(84, 84), stack_size=4, n_step=1,
+                 gamma=0.99, prioritized=False, priority_exponent=1.0,
+                 importance_exponent=0.5, frame_dtype=np.uint8, seed=None):
+        self._stack_size = _positive_int(stack_size, "stack_size")
+        self._n_step = _positive_int(n_step, "n_step")
+        capacity = _positive_int(capacity, "capacity")
+        if capacity <= self._n_step + self._stack_size:
+            raise ValueError(
+                f"capacity={capacity} is too small for n_step={self._n_step} and "
+                f"stack_size={self._stack_size}: it must exceed n_step + "
+                f"stack_size = {self._n_step + self._stack_size}.")
+        self._capacity = capacity
+        self._frame_shape = _frame_shape(frame_shape)
+        self._frame_dtype = np.dtype(frame_dtype)
+        gamma = float(gamma)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {gamma}.")
+        self._gamma = gamma
+        self._prioritized = bool(prioritized)
+        self._priority_exponent = _non_negative(priority_exponent,
+                                                "priority_exponent")
+        self._importance_exponent = _non_negative(importance_exponent,
+                                                  "importance_exponent")
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.RLock()
+
+        layout = self.array_layout(capacity, self._frame_shape, self._frame_dtype,
+                                   prioritized=False)
+        # np.zeros gets zero pages from the OS lazily: a 1 M buffer costs
+        # resident memory only as slots are written.
+        self._frames = np.zeros(*layout["frames"])
+        self._actions = np.zeros(*layout["actions"])
+        self._rewards = np.zeros(*layout["rewards"])
+        self._flags = np.zeros(*layout["flags"])
+        self._sum_tree = SumTree(capacity) if self._prioritized else None
+
+        self._gamma_powers = self._gamma ** np.arange(self._n_step,
+                                                      dtype=np.float64)
+        self._stack_offsets = np.arange(-(self._stack_size - 1), 1, dtype=np.int64)
+        self._window_offsets = np.arange(self._n_step, dtype=np.int64)
+
+        self._slots_written = 0
+        self._num_added = 0
+        self._final_frames_stored = 0
+        self._max_priority = 1.0
+
+    # ------------------------------------------------------------------ sizes
+
+    @staticmethod
+    def array_layout(capacity, frame_shape=(84, 84), frame_dtype=np.uint8,
+                     prioritized=False):
+        """Shapes and dtypes of every array a buffer of this size allocates.
+
+        The allocator uses this table, so ``nbytes`` computed from it matches
+        a real buffer without allocating one.
+
+        Returns:
+            dict name -> (shape, dtype).
+        """
+        layout = {
+            "frames": ((int(capacity),) + tuple(frame_shape), np.dtype(frame_dtype)),
+            "actions": ((int(capacity),), np.dtype(np.int32)),
+            "rewards": ((int(capacity),), np.dtype(np.float32)),
+            "flags": ((int(capacity),), np.dtype(np.uint8)),
+        }
+        if prioritized:
+            layout["sum_tree"] = ((2 * int(capacity),), np.dtype(np.float64))
+        return layout
+
+    @classmethod
+    def estimate_nbytes(cls, capacity, frame_shape=(84, 84), frame_dtype=np.uint8,
+                        prioritized=False):
+        """Total bytes a buffer of these settings allocates (no allocation)."""
+        total = 0
+        for shape, dtype in cls.array_layout(capacity, frame_shape, frame_dtype,
+                                             prioritized).values():
+            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return total
+
+    def nbytes(self):
+        """Bytes of all arrays: frames, actions, rewards, flags and sum tree."""
+        total = (self._frames.nbytes + self._actions.nbytes
+                 + self._rewards.nbytes + self._flags.nbytes)
+        if self._sum_tree is not None:
+            total += self._sum_tree.nbytes
+        return int(total)
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def capacity(self):
+        return self._capacity
+
+    @property
+    def frame_shape(self):
+        return self._frame_shape
+
+    @property
+    def frame_dtype(self):
+        return self._frame_dtype
+
+    @property
+    def stack_size(self):
+        return self._stack_size
+
+    @property
+    def n_step(self):
+        return self._n_step
+
+    @property
+    def gamma(self):
+        return self._gamma
+
+    @property
+    def prioritized(self):
+        return self._prioritized
+
+    @property
+    def num_added(self):
+        """Number of ``add`` calls since creation (grows past ``capacity``)."""
+        return self._num_added
+
+    @property
+    def max_priority(self):
+        """Largest stored priority so far (after the exponent); starts at 1.0."""
+        return self._max_priority
+
+    @property
+    def sum_tree(self):
+        """The ``SumTree`` of a prioritized buffer, else None (read only)."""
+        return self._sum_tree
+
+    def __len__(self):
+        """Transitions currently stored (final-frame slots not counted)."""
+        with self._lock:
+            return min(self._slots_written, self._capacity) - self._final_frames_stored
+
+    @property
+    def num_sampleable(self):
+        """Transitions ``sample`` can draw now (see the module docstring)."""
+        with self._lock:
+            oldest, lo, hi = self._sampleable_range()
+            if hi <= lo:
+                return 0
+            size = min(self._slots_written, self._capacity)
+            excluded = (oldest + np.concatenate(
+                [np.arange(0, lo), np.arange(hi, size)])) % self._capacity
+            finals_excluded = int(np.count_nonzero(
+                self._flags[excluded] & FINAL_FRAME))
+            return (hi - lo) - (self._final_frames_stored - finals_excluded)
+
+    def can_sample(self, batch_size):
+        """Whether ``sample(batch_size)`` would succeed now.
+
+        It needs at least ``batch_size`` sampleable transitions and, when
+        prioritized, a positive total priority.
+        """
+        with self._lock:
+            if self.num_sampleable < batch_size:
+                return False
+            return self._sum_tree is None or self._sum_tree.total > 0.0
+
+    def __repr__(self):
+        return (f"FrameReplayBuffer(capacity={self._capacity}, "
+                f"frame_shape={self._frame_shape}, stack_size={self._stack_size}, "
+                f"n_step={self._n_step}, gamma={self._gamma}, "
+                f"prioritized={self._prioritized}, stored={len(self)}, "
+                f"num_added={self._num_added})")
+
+    # ------------------------------------------------------------------ adding
+
+    def add(self, frame, action, reward, terminal, truncated=False,
+            next_frame=None):
+        """Stores one agent step.
+
+        The first ``add`` after an episode ended (or into an empty buffer)
+        starts a new episode. Every episode must end with ``terminal=True`` or
+        ``truncated=True``; to abandon one midway (e.g. the environment was
+        reset after restoring a checkpoint) call ``truncate_open_episode``.
+
+        Args:
+            frame: the newest single frame [*frame_shape] of the observation in
+                which ``action`` was taken, of dtype ``frame_dtype``.
+            action: integer action (stored as int32).
+            reward: the reward to learn on (clip it before), finite.
+            terminal: True iff the environment reached a terminal state after
+                ``action`` (the target then does not bootstrap).
+            truncated: True iff the episode was cut after ``action`` (e.g. time
+                limit); the target still bootstraps from ``next_frame``.
+            next_frame: the newest frame of the final observation. Required
+                when ``truncated`` (and not ``terminal``); optional when
+                ``terminal`` (then the sampled next state is the true final
+                observation rather than an irrelevant stand-in); not allowed
+                mid-episode, where the next ``add`` supplies that frame.
+
+        Raises:
+            ValueError: on a frame of the wrong shape or dtype, a non-integer
+                or out-of-int32 action, a non-finite reward, a truncation
+                without ``next_frame`` or a ``next_frame`` mid-episode.
+        """
+        frame = self._check_frame(frame, "frame")
+        action = _check_action(action)
+        reward = float(reward)
+        if not np.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward}.")
+        terminal = bool(terminal)
+        truncated = bool(truncated)
+        if next_frame is not None:
+            if not (terminal or truncated):
+                raise ValueError(
+                    "next_frame was given for a step that neither terminates nor "
+                    "truncates the episode; mid-episode the next add() supplies "
+                    "that frame. Pass next_frame only with terminal or truncated.")
+            next_frame = self._check_frame(next_frame, "next_frame")
+        elif truncated and not terminal:
+            raise ValueError(
+                "truncated=True needs next_frame (the newest frame of the final "
+                "observation) so the last transition can bootstrap from it.")
+        with self._lock:
+            flags = (TERMINAL if terminal else 0) | (TRUNCATED if truncated else 0)
+            if self._next_add_starts_episode():
+                flags |= EPISODE_START
+            self._write_slot(frame, action, reward, flags)
+            self._num_added += 1
+            if next_frame is not None:
+                self._write_slot(next_frame, 0, 0.0, FINAL_FRAME)
+
+    def truncate_open_episode(self):
+        """Closes an episode that will not continue, without a final frame.
+
+        The newest stored step's frame becomes the episode's final frame (its
+        own transition, whose next observation is unknown, is dropped) and the
+        step before it is marked truncated, so it bootstraps from that frame.
+        The next ``add`` then starts a new episode.
+
+        Returns:
+            True if an open episode was closed, False if there was none.
+        """
+        with self._lock:
+            if self._slots_written == 0:
+                return False
+            newest = (self._slots_written - 1) % self._capacity
+            flags = int(self._flags[newest])
+            if flags & (_EPISODE_END | FINAL_FRAME):
+                return False
+            # The newest slot is never sampleable (n_step >= 1), so it holds no
+            # priority in the sum tree and turning it into a final frame needs
+            # no tree update.
+            self._flags[newest] = FINAL_FRAME | (flags & EPISODE_START)
+            self._final_frames_stored += 1
+            if not flags & EPISODE_START:
+                previous = (newest - 1) % self._capacity
+                self._flags[previous] |= TRUNCATED
+            return True
+
+    def _next_add_starts_episode(self):
+        if self._slots_written == 0:
+            return True
+        last = (self._slots_written - 1) % self._capacity
+        return bool(self._flags[last] & (_EPISODE_END | FINAL_FRAME))
+
+    def _write_slot(self, frame, action, reward, flags):
+        slot = self._slots_written % self._capacity
+        if self._slots_written >= self._capacity:
+            if self._flags[slot] & FINAL_FRAME:
+                self._final_frames_stored -= 1
+            if self._sum_tree is not None and self._sum_tree.nodes[
+                    self._capacity + slot] != 0.0:
+                self._sum_tree.set_one(slot, 0.0)
+        self._frames[slot] = frame
+        self._actions[slot] = action
+        self._rewards[slot] = reward
+        self._flags[slot] = flags
+        if flags & FINAL_FRAME:
+            self._final_frames_stored += 1
+        self._slots_written += 1
+        if self._sum_tree is not None:
+            self._refresh_tree_after_write()
+
+    def _refresh_tree_after_write(self):
+        """Keeps sum-tree leaves nonzero exactly on sampleable slots."""
+        cap = self._capacity
+        tree_nodes = self._sum_tree.nodes
+        if self._slots_written > cap and self._stack_size > 1:
+            oldest = self._slots_written % cap
+            stale = (oldest + np.arange(self._stack_size - 1)) % cap
+            for slot in stale[tree_nodes[cap + stale] != 0.0]:
+                self._sum_tree.set_one(slot, 0.0)
+        ready = self._slots_written - 1 - self._n_step
+        if ready >= 0:
+            slot = ready % cap
+            if not self._flags[slot] & FINAL_FRAME:
+                self._sum_tree.set_one(slot, self._max_priority)
+
+    # ---------------------------------------------------------------- sampling
+
+    def _sampleable_range(self):
+        """(oldest slot, lo, hi): sampleable positions counted from oldest."""
+        size = min(self._slots_written, self._capacity)
+        lo = self._stack_size - 1 if self._slots_written > self._capacity else 0
+        hi = size - self._n_step
+        oldest = (self._slots_written % self._capacity
+                  if self._slots_written >= self._capacity else 0)
+        return oldest, lo, max(hi, lo)
+
+    def is_sampleable(self, indices):
+        """Boolean mask: which slot ``indices`` could be sampled right now."""
+        indices = self._check_indices(indices)
+        with self._lock:
+            oldest, lo, hi = self._sampleable_range()
+            position = (indices - oldest) % self._capacity
+            in_range = (position >= lo) & (position < hi)
+            return in_range & ((self._flags[indices] & FINAL_FRAME) == 0)
+
+    def sample(self, batch_size):
+        """Draws a batch of n-step transitions with rebuilt frame stacks.
+
+        Args:
+            batch_size: positive int.
+
+        Returns:
+            dict of NumPy arrays:
+              state [B, *frame_shape, stack_size] frame_dtype (oldest frame
+                first, newest last);
+              action [B] int32;
+              reward [B] float32, the n-step discounted reward sum;
+              next_state [B, *frame_shape, stack_size] frame_dtype;
+              discount [B] float32, ``gamma^n'`` or 0 after a terminal;
+              terminal [B] bool, a terminal ended the window;
+              indices [B] int64 slot indices (for ``update_priorities``);
+              probabilities [B] float32, the probability of drawing each index
+                (``1/num_sampleable`` when uniform);
+              importance_weights [B] float32, max-normalised (all 1 when
+                uniform).
+
+        Raises:
+            ValueError: if fewer than ``batch_size`` transitions are
+                sampleable, or if all priorities are zero.
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        with self._lock:
+            available = self.num_sampleable
+            if available < batch_size:
+                raise ValueError(
+                    f"Cannot sample a batch of {batch_size}: have {available} "
+                    f"sampleable transitions, need {batch_size} ({self._num_added} "
+                    f"added; the newest n_step={self._n_step} wait for their "
+                    f"n-step window). Add more transitions first (see "
+                    f"can_sample()).")
+            if self._sum_tree is not None:
+                total = self._sum_tree.total
+                if not total > 0.0:
+                    raise ValueError(
+                        "Cannot sample: every sampleable transition has priority "
+                        "0. Pass positive priorities to update_priorities().")
+                indices = self._sum_tree.stratified_sample(batch_size, self._rng)
+                probabilities = self._sum_tree.nodes[self._capacity + indices] / total
+                weights = probabilities ** (-self._importance_exponent)
+                weights /= weights.max()
+            else:
+                indices = self._uniform_indices(batch_size)
+                probabilities = np.full(batch_size, 1.0 / available)
+                weights = np.ones(batch_size)
+            batch = self._gather(indices)
+        batch["indices"] = indices.astype(np.int64)
+        batch["probabilities"] = probabilities.astype(np.float32)
+        batch["importance_weights"] = weights.astype(np.float32)
+        return batch
+
+    def get_transitions(self, indices):
+        """The transitions at given sampleable slot ``indices`` (no sampling).
+
+        Returns:
+            dict with the keys of ``sample`` except probabilities and
+            importance_weights.
+
+        Raises:
+            ValueError: if an index is not sampleable now.
+        """
+        indices = self._check_indices(indices)
+        with self._lock:
+            sampleable = self.is_sampleable(indices)
+            if not sampleable.all():
+                raise ValueError(
+                    f"Slots {indices[~sampleable].tolist()} are not sampleable "
+                    f"now (see is_sampleable()).")
+            batch = self._gather(indices)
+        batch["indices"] = indices
+        return batch
+
+    def batch_spec(self, batch_size):
+        """dict name -> (shape, dtype) of what ``sample(batch_size)`` returns."""
+        state_shape = (batch_size,) + self._frame_shape + (self._stack_size,)
+        return {
+            "state": (state_shape, self._frame_dtype),
+            "action": ((batch_size,), np.dtype(np.int32)),
+            "reward": ((batch_size,), np.dtype(np.float32)),
+            "next_state": (state_shape, self._frame_dtype),
+            "discount": ((batch_size,), np.dtype(np.float32)),
+            "terminal": ((batch_size,), np.dtype(np.bool_)),
+            "indices": ((batch_size,), np.dtype(np.int64)),
+            "probabilities": ((batch_size,), np.dtype(np.float32)),
+            "importance_weights": ((batch_size,), np.dtype(np.float32)),
+        }
+
+    def _uniform_indices(self, batch_size):
+        oldest, lo, hi = self._sampleable_range()
+        indices = (oldest + self._rng.integers(lo, hi, size=batch_size)) % self._capacity
+        # Final-frame slots are rare (one per truncated episode), so redrawing
+        # the few that land on one terminates quickly.
+        rejected = (self._flags[indices] & FINAL_FRAME) != 0
+        while rejected.any():
+            count = int(np.count_nonzero(rejected))
+            indices[rejected] = (oldest + self._rng.integers(lo, hi, size=count)
+                                 ) % self._capacity
+            rejected = (self._flags[indices] & FINAL_FRAME) != 0
+        return indices.astype(np.int64)
+
+    def _gather(self, indices):
+        """n-step targets and both frame stacks for sampleable ``indices``."""
+        batch_size = indices.shape[0]
+        window = (indices[:, None] + self._window_offsets) % self._capacity
+        window_flags = self._flags[window]
+        ends = (window_flags & _EPISODE_END) != 0
+        has_end = ends.any(axis=1)
+        first_end = ends.argmax(axis=1)
+        length = np.where(has_end, first_end + 1, self._n_step)
+        in_window = self._window_offsets[None, :] < length[:, None]
+        reward = np.sum(self._rewards[window].astype(np.float64)
+                        * self._gamma_powers * in_window, axis=1)
+        terminal = has_end & (
+            (window_flags[np.arange(batch_size), first_end] & TERMINAL) != 0)
+        discount = np.where(terminal, 0.0, self._gamma ** length)
+        next_indices = (indices + length) % self._capacity
+        stacks = self._stacks(np.concatenate([indices, next_indices]))
+        return {
+            "state": stacks[:batch_size],
+            "action": self._actions[indices],
+            "reward": reward.astype(np.float32),
+            "next_state": stacks[batch_size:],
+            "discount": discount.astype(np.float32),
+            "terminal": terminal,
+        }
+
+    def _stacks(self, indices):
+        """Frame stacks [M, *frame_shape, stack] ending at ``indices``."""
+        slots = (indices[:, None] + self._stack_offsets) % self._capacity
+        frames = self._frames[slots]                      # [M, stack, *frame_shape]
+        if self._stack_size > 1:
+            starts = (self._flags[slots] & EPISODE_START) != 0
+            # A frame belongs to the stack's episode unless an episode starts at
+            # a later position of the stack.
+            later_start = np.zeros_like(starts)
+            later_start[:, :-1] = np.logical_or.accumulate(
+                starts[:, :0:-1], axis=1)[:, ::-1]
+            frames[later_start] = 0
+        return np.ascontiguousarray(np.moveaxis(frames, 1, -1))
+
+    # -------------------------------------------------------------- priorities
+
+    def update_priorities(self, indices, priorities):
+        """Sets the priorities of sampled transitions.
+
+        Stores ``priorities ** priority_exponent`` (Dopamine passes
+        ``sqrt(loss + 1e-10)`` with exponent 1). Indices that stopped being
+        sampleable since they were drawn (overwritten or now among the oldest
+        stack_size - 1 slots, possible when batches are prefetched while the
+        collector adds) are skipped, so the tree never gives weight to an
+        unsampleable slot. An index overwritten *and* sampleable again (more
+        than ``n_step`` adds between sampling and update, at the very oldest
+        end of the buffer) cannot be told apart and receives the update; with
+        a prefetch depth of a few batches this touches a handful of
+        transitions out of a million. With duplicate indices the last wins.
+
+        Args:
+            indices: int array-like [K] from ``sample()["indices"]``.
+            priorities: float array-like [K], finite and >= 0.
+
+        Returns:
+            bool array [K]: which updates were applied.
+
+        Raises:
+            ValueError: if the buffer is not prioritized, or on bad indices
+                or priorities.
+        """
+        if self._sum_tree is None:
+            raise ValueError(
+                "update_priorities() needs a buffer created with "
+                "prioritized=True; this one samples uniformly.")
+        indices = self._check_indices(indices)
+        priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
+        if priorities.shape != indices.shape:
+            raise ValueError(
+                f"update_priorities() got {indices.size} indices but "
+                f"{priorities.size} priorities; pass one priority per index.")
+        if priorities.size and not np.all(np.isfinite(priorities)):
+            raise ValueError(
+                "Priorities must be finite; got NaN or inf (check the loss that "
+                "produced them).")
+        if priorities.size and priorities.min() < 0.0:
+            raise ValueError(
+                f"Priorities must be >= 0, got a minimum of {priorities.min()}.")
+        values = priorities ** self._priority_exponent
+        with self._lock:
+            applied = self.is_sampleable(indices)
+            if applied.any():
+                self._sum_tree.set(indices[applied], values[applied])
+                self._max_priority = max(self._max_priority,
+                                         float(values[applied].max()))
+        return applied
+
+    def get_priorities(self, indices):
+        """Stored priorities (after the exponent) of slot ``indices``."""
+        if self._sum_tree is None:
+            raise ValueError("get_priorities() needs prioritized=True.")
+        indices = self._check_indices(indices)
+        with self._lock:
+            return self._sum_tree.get(indices)
+
+    # ------------------------------------------------------------- prefetching
+
+    def as_tf_dataset(self, batch_size, prefetch=2):
+        """An endless ``tf.data.Dataset`` of ``sample(batch_size)`` batches.
+
+        With ``prefetch > 0`` tf.data samples up to that many batches ahead on
+        a background thread while the model trains, so a batch can predate the
+        priority updates of the last ``prefetch`` training steps (and the
+        transitions added meanwhile); ``prefetch=0`` samples on demand with no
+        staleness. Start iterating only once ``can_sample(batch_size)``.
+
+        Args:
+            batch_size: positive int.
+            prefetch: number of batches to prepare ahead (0 disables).
+
+        Returns:
+            a ``tf.data.Dataset`` of dicts of tensors (keys as in ``sample``).
+        """
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+        batch_size = _positive_int(batch_size, "batch_size")
+        prefetch = int(prefetch)
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}.")
+        signature = {
+            name: tf.TensorSpec(shape, tf.as_dtype(dtype), name=name)
+            for name, (shape, dtype) in self.batch_spec(batch_size).items()}
+
+        def batches():
+            while True:
+                yield self.sample(batch_size)
+
+        dataset = tf.data.Dataset.from_generator(batches,
+                                                 output_signature=signature)
+        if prefetch:
+            dataset = dataset.prefetch(prefetch)
+        return dataset
+
+    # ------------------------------------------------------------- checkpoints
+
+    def _config(self):
+        return {
+            "capacity": self._capacity,
+            "frame_shape": list(self._frame_shape),
+            "stack_size": self._stack_size,
+            "n_step": self._n_step,
+            "gamma": self._gamma,
+            "prioritized": self._prioritized,
+            "priority_exponent": self._priority_exponent,
+            "importance_exponent": self._importance_exponent,
+            "frame_dtype": self._frame_dtype.str,
+        }
+
+    def _counters(self):
+        return {
+            "slots_written": self._slots_written,
+            "num_added": self._num_added,
+            "final_frames_stored": self._final_frames_stored,
+            "max_priority": self._max_priority,
+        }
+
+    def _array_views(self):
+        """The written part of every array, as views (no copy)."""
+        size = min(self._slots_written, self._capacity)
+        arrays = {
+            "frames": self._frames[:size],
+            "actions": self._actions[:size],
+            "rewards": self._rewards[:size],
+            "flags": self._flags[:size],
+        }
+        if self._sum_tree is not None:
+            arrays["sum_tree"] = self._sum_tree.nodes
+        return arrays
+
+    def state_dict(self, copy=True):
+        """Everything needed to resume: config, arrays, counters, RNG state.
+
+        Only the written slots of the per-slot arrays are included.
+
+        Args:
+            copy: copy the arrays (True) or return views of the live storage
+                (False; cheaper at 1 M, but they change with the next add).
+
+        Returns:
+            dict with keys format_version, config, counters, rng_state, arrays.
+        """
+        with self._lock:
+            arrays = self._array_views()
+            if copy:
+                arrays = {name: array.copy() for name, array in arrays.items()}
+            return {
+                "format_version": _FORMAT_VERSION,
+                "config": self._config(),
+                "counters": self._counters(),
+                "rng_state": _copy_rng_state(self._rng.bit_generator.state),
+                "arrays": arrays,
+            }
+
+    def load_state_dict(self, state):
+        """Restores ``state_dict()`` output into this buffer.
+
+        Raises:
+            ValueError: if the state was saved with other settings or its
+                arrays have the wrong shapes or dtypes.
+        """
+        if state.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"Replay state has format_version {state.get('format_version')!r}; "
+                f"this code reads version {_FORMAT_VERSION}.")
+        mismatched = []
+        mine = self._config()
+        for key, value in mine.items():
+            theirs = state["config"].get(key)
+            if key == "frame_shape":
+                theirs = list(theirs) if theirs is not None else None
+            if theirs != value:
+                mismatched.append(f"{key}: saved {theirs!r}, buffer {value!r}")
+        if mismatched:
+            raise ValueError(
+                "Replay state does not match this buffer's settings ("
+                + "; ".join(mismatched) + "). Create the buffer with the saved "
+                "settings, e.g. with FrameReplayBuffer.load(directory).")
+        counters = state["counters"]
+        slots_written = int(counters["slots_written"])
+        size = min(slots_written, self._capacity)
+        expected = self.array_layout(self._capacity, self._frame_shape,
+                                     self._frame_dtype, self._prioritized)
+        arrays = state["arrays"]
+        for name, (shape, dtype) in expected.items():
+            if name not in arrays:
+                raise ValueError(f"Replay state lacks the array {name!r}.")
+            want = shape if name == "sum_tree" else (size,) + shape[1:]
+            got = arrays[name]
+            if tuple(got.shape) != tuple(want) or np.dtype(got.dtype) != dtype:
+                raise ValueError(
+                    f"Replay state array {name!r} has shape {tuple(got.shape)} "
+                    f"and dtype {got.dtype}; expected {tuple(want)} and {dtype}.")
+        with self._lock:
+            old_size = min(self._slots_written, self._capacity)
+            for name, target in (("frames", self._frames),
+                                 ("actions", self._actions),
+                                 ("rewards", self._rewards),
+                                 ("flags", self._flags)):
+                target[:size] = arrays[name]
+                if old_size > size:
+                    # Only slots this buffer already wrote are reset; untouched
+                    # pages of a fresh buffer stay unallocated.
+                    target[size:old_size] = 0
+            if self._sum_tree is not None:
+                self._sum_tree.load_nodes(arrays["sum_tree"])
+            self._slots_written = slots_written
+            self._num_added = int(counters["num_added"])
+            self._final_frames_stored = int(counters["final_frames_stored"])
+            self._max_priority = float(counters["max_priority"])
+            self._rng.bit_generator.state = _copy_rng_state(state["rng_state"])
+
+    def save(self, directory):
+        """Writes the buffer to ``directory`` as .npy files plus a manifest.
+
+        Atomic for readers: the arrays go to new files (temporary name, fsync,
+        rename) tagged with a fresh generation id, then the JSON manifest that
+        names that generation replaces the old one in a single rename; only
+        then are the previous generation's files deleted. A crash at any point
+        leaves a manifest that names a complete set of files.
+
+        Args:
+            directory: folder to write into (created if missing).
+
+        Returns:
+            the manifest path.
+        """
+        os.makedirs(directory, exist_ok=True)
+        generation = uuid.uuid4().hex[:12]
+        with self._lock:
+            arrays = self._array_views()
+            files = {}
+            for name, array in arrays.items():
+                filename = f"{name}.{generation}.npy"
+                _atomic_write(os.path.join(directory, filename),
+                              lambda f, a=array: np.save(f, a, allow_pickle=False))
+                files[name] = filename
+            manifest = {
+                "format_version": _FORMAT_VERSION,
+                "generation": generation,
+                "config": self._config(),
+                "counters": self._counters(),
+                "rng_state": _copy_rng_state(self._rng.bit_generator.state),
+                "files": files,
+            }
+        payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        manifest_path = os.path.join(directory, _MANIFEST)
+        _atomic_write(manifest_path, lambda f: f.write(payload))
+        _fsync_directory(directory)
+        keep = set(files.values())
+        for path in glob.glob(os.path.join(directory, "*.npy")):
+            if os.path.basename(path) not in keep:
+                os.remove(path)
+        return manifest_path
+
+    @staticmethod
+    def _read_saved(directory):
+        manifest_path = os.path.join(directory, _MANIFEST)
+        if not os.path.exists(manifest_path):
+            raise ValueError(
+                f"No replay buffer saved in {directory!r} (missing {_MANIFEST}); "
+                f"write one with FrameReplayBuffer.save().")
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        arrays = {
+            name: np.load(os.path.join(directory, filename), mmap_mode="r",
+                          allow_pickle=False)
+            for name, filename in manifest["files"].items()}
+        return {
+            "format_version": manifest["format_version"],
+            "config": manifest["config"],
+            "counters": manifest["counters"],
+            "rng_state": manifest["rng_state"],
+            "arrays": arrays,
+        }
+
+    def restore(self, directory):
+        """Loads what ``save(directory)`` wrote into this buffer."""
+        self.load_state_dict(self._read_saved(directory))
+
+    @classmethod
+    def load(cls, directory):
+        """A new buffer built with the saved settings and contents."""
+        state = cls._read_saved(directory)
+        config = dict(state["config"])
+        config["frame_shape"] = tuple(config["frame_shape"])
+        config["frame_dtype"] = np.dtype(config["frame_dtype"])
+        buffer = cls(**config)
+        buffer.load_state_dict(state)
+        return buffer
+
+    # -------------------------------------------------------- benchmark filling
+
+    def _fill_for_benchmark(self, num_transitions, episode_length=1000, seed=0):
+        """Bulk-writes synthetic terminal-ended episodes (benchmarks only).
+
+        Produces exactly the state that ``num_transitions`` calls of
+        ``add(*synthetic_transitions(...)[t])`` would produce on this empty
+        buffer (a test checks it), but writes the arrays in vectorised chunks
+        so a 1 M buffer fills in seconds. The sampling RNG is not touched.
+
+        Raises:
+            ValueError: if the buffer is not empty.
+        """
+        if self._slots_written:
+            raise ValueError("_fill_for_benchmark needs an empty buffer.")
+        cap = self._capacity
+        first = max(0, num_transitions - cap)
+        chunk = 1 << 14
+        with self._lock:
+            for start in range(first, num_transitions, chunk):
+                stop = min(start + chunk, num_transitions)
+                frames, actions, rewards, terminals = synthetic_transitions(
+                    start, stop, self._frame_shape, self._frame_dtype,
+                    episode_length, seed)
+                steps = np.arange(start, stop)
+                slots = steps % cap
+                flags = np.where(terminals, TERMINAL, 0)
+                flags |= np.where(steps % episode_length == 0, EPISODE_START, 0)
+                # Only the last `cap` steps are written, so the slots of all
+                # chunks are distinct and the order of the writes is irrelevant.
+                self._frames[slots] = frames
+                self._actions[slots] = actions
+                self._rewards[slots] = rewards
+                self._flags[slots] = flags
+            self._slots_written = num_transitions
+            self._num_added = num_transitions
+            self._final_frames_stored = 0
+            if self._sum_tree is not None:
+                oldest, lo, hi = self._sampleable_range()
+                leaves = self._sum_tree.nodes[cap:]
+                leaves[(oldest + np.arange(lo, hi)) % cap] = self._max_priority
+                self._sum_tree.rebuild()
+
+    # ----------------------------------------------------------------- checks
+
+    def _check_frame(self, frame, name):
+        array = np.asarray(frame)
+        if array.shape != self._frame_shape or array.dtype != self._frame_dtype:
+            raise ValueError(
+                f"{name} has shape {array.shape} and dtype {array.dtype}, but this "
+                f"buffer stores single frames of shape {self._frame_shape} and "
+                f"dtype {self._frame_dtype}. Pass the newest frame of the "
+                f"observation (not the whole stack), converted to that dtype.")
+        return array
+
+    def _check_indices(self, indices):
+        indices = np.asarray(indices)
+        if indices.size and not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(
+                f"indices must be integers (from sample()['indices']), got dtype "
+                f"{indices.dtype}.")
+        indices = indices.astype(np.int64, copy=False).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self._capacity):
+            raise ValueError(
+                f"indices must lie in [0, {self._capacity}), got min "
+                f"{indices.min()} and max {indices.max()}.")
+        return indices
+
+
+def synthetic_transitions(start, stop, frame_shape=(84, 84), frame_dtype=np.uint8,
+                          episode_length=1000, seed=0):
+    """Cheap deterministic transitions ``start..stop-1`` for benchmarks/tests.
+
+    Frames cycle through 256 random patterns with the step number written
+    into the first bytes, so every stored frame differs; episodes have
+    ``episode_length`` steps and end with a terminal.
+
+    Returns:
+        frames [K, *frame_shape], actions [K] int32, rewards [K] float32 in
+        {-1, 0, 1}, terminals [K] bool.
+    """
+    rng = np.random.default_rng(seed)
+    frame_dtype = np.dtype(frame_dtype)
+    patterns = rng.integers(0, 256, size=(256,) + tuple(frame_shape)).astype(frame_dtype)
+    steps = np.arange(start, stop, dtype=np.int64)
+    frames = patterns[steps % 256]
+    flat = frames.reshape(len(steps), -1)
+    flat[:, 0] = (steps % 251).astype(frame_dtype)
+    if flat.shape[1] > 1:
+        flat[:, 1] = ((steps // 251) % 251).astype(frame_dtype)
+    actions = (steps % 18).astype(np.int32)
+    rewards = ((steps * 7919) % 3 - 1).astype(np.float32)
+    terminals = (steps % episode_length) == episode_length - 1
+    return frames, actions, rewards, terminals
+
+
+def _positive_int(value, name):
+    try:
+        integer = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.") from None
+    if integer < 1:
+        raise ValueError(f"{name} must be a positive integer, got {integer}.")
+    return int(integer)
+
+
+def _non_negative(value, name):
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}.")
+    return value
+
+
+def _frame_shape(shape):
+    try:
+        shape = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise ValueError(
+            f"frame_shape must be a tuple of positive ints such as (84, 84), got "
+            f"{shape!r}.") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(
+            f"frame_shape must be a non-empty tuple of positive ints, got {shape}.")
+    return shape
+
+
+def _check_action(action):
+    array = np.asarray(action)
+    if array.ndim != 0 or not (np.issubdtype(array.dtype, np.integer)
+                               and array.dtype != np.bool_):
+        raise ValueError(
+            f"action must be a scalar integer, got {action!r} (dtype {array.dtype}, "
+            f"shape {array.shape}).")
+    value = int(array)
+    if not _INT32.min <= value <= _INT32.max:
+        raise ValueError(f"action {value} does not fit the int32 action storage.")
+    return value
+
+
+def _copy_rng_state(state):
+    """A deep copy of a bit-generator state dict (nested dicts of ints)."""
+    return json.loads(json.dumps(state))
+
+
+def _atomic_write(path, write):
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fsync_directory(directory):
+    """Makes the renames durable where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
