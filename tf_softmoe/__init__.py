@@ -30,12 +30,16 @@ def _check_keras_2():
     tf_was_imported = "tensorflow" in sys.modules
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    version = getattr(tf.keras, "__version__", "")
-    if not version.startswith("2."):
+    # tf.keras is a lazy loader; the module that defines its layers tells
+    # which Keras is behind it ("tf_keras.src..." for Keras 2, "keras..." for 3).
+    layers_module = tf.keras.layers.Layer.__module__
+    if not layers_module.startswith("tf_keras"):
+        version = getattr(tf.keras, "version", lambda: "3")()
         where = (" TensorFlow was imported before tf_softmoe, so the variable "
                  "came too late." if tf_was_imported else "")
         raise ImportError(
-            f"tf_softmoe needs Keras 2 behind tf.keras but found Keras {version}."
+            f"tf_softmoe needs Keras 2 behind tf.keras but found Keras {version} "
+            f"({layers_module})."
             + where + " " + _KERAS_FIX)
 
 

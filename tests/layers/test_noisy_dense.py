@@ -1,0 +1,62 @@
+"""NoisyDense: factorised Gaussian noise in training, mean weights otherwise."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_softmoe import layers
+from tests.layers import layer_checks
+
+
+def test_noise_differs_between_training_calls_and_vanishes_at_inference():
+    layer = layers.NoisyDense(8, sigma0=0.5)
+    x = tf.random.normal([4, 6])
+    a, b = layer(x, training=True), layer(x, training=True)
+    assert not np.allclose(a, b)
+    mean = x.numpy() @ layer.kernel_mu.numpy() + layer.bias_mu.numpy()
+    np.testing.assert_allclose(layer(x, training=False), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer(x), mean, rtol=1e-5, atol=1e-6)
+
+
+def test_noise_is_factorised_and_shared_across_the_batch():
+    layer = layers.NoisyDense(3, sigma0=0.5, use_bias=False)
+    layer.build((None, 2))
+    layer.kernel_mu.assign(np.zeros((2, 3), np.float32))
+    layer.kernel_sigma.assign(np.ones((2, 3), np.float32))
+    # With μ=0 and σ=1, W = ε_in ε_outᵀ: rank one, identical for every row.
+    eye = tf.eye(2)
+    w = layer(tf.concat([eye, eye], axis=0), training=True).numpy()
+    np.testing.assert_allclose(w[:2], w[2:])
+    assert np.linalg.matrix_rank(w[:2], tol=1e-5) == 1
+
+
+def test_initialisation():
+    layer = layers.NoisyDense(16, sigma0=0.1)
+    layer.build((None, 25))
+    assert np.abs(layer.kernel_mu.numpy()).max() <= 1 / math.sqrt(25)
+    np.testing.assert_allclose(layer.kernel_sigma.numpy(), 0.1 / 5)
+    np.testing.assert_allclose(layer.bias_sigma.numpy(), 0.1 / 5)
+    assert layer.compute_output_shape((None, 25)) == (None, 16)
+
+
+def test_config_deepcopy_save_load_xla(tmp_path):
+    x = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    layer = layers.NoisyDense(5, sigma0=0.1, activation="relu")
+    layer(x)
+    assert layer.get_config()["sigma0"] == 0.1
+    layer_checks.assert_config_round_trip(layer, x)
+    layer_checks.assert_deepcopy_survives(layer, x)
+    layer_checks.assert_xla_matches_eager(layer, tf.constant(x))
+    layer_checks.assert_save_load_round_trip(
+        layer_checks.wrap_in_model(layers.NoisyDense(5), (7,)), x, str(tmp_path))
+    noisy_xla = tf.function(lambda t: layer(t, training=True), jit_compile=True)
+    assert not np.allclose(noisy_xla(x), noisy_xla(x))
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="sigma0"):
+        layers.NoisyDense(4, sigma0=0)
+    with pytest.raises(ValueError, match="units"):
+        layers.NoisyDense(0)

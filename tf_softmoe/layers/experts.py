@@ -1,0 +1,124 @@
+"""A batch of independent two-layer MLP experts evaluated with one einsum each."""
+
+import math
+
+import tensorflow as tf
+
+from tf_softmoe.layers import _common
+from tf_softmoe.layers import noisy_dense
+
+
+@tf.keras.utils.register_keras_serializable(package=_common.PACKAGE)
+class ExpertMLP(tf.keras.layers.Layer):
+    """n experts, each `Dense(h) → ReLU → Dense(d_out)`, with its own weights.
+
+    For slot inputs X̃ of shape `[batch, n, p, d]` (p slots per expert):
+
+        H[b,e,s,:] = relu(X̃[b,e,s,:] W_in[e] + b_in[e])      W_in[e] ∈ R^{d×h}
+        Y[b,e,s,:] = H[b,e,s,:] W_out[e] + b_out[e]            W_out[e] ∈ R^{h×d_out}
+
+    No activation follows the output projection (SoftMoE, Puigcerver et al.).
+    All experts run in one `einsum('bnpd,ndh->bnph')`: there is no Python loop
+    over experts. Kernels are Glorot-uniform per expert on its own 2-D shape;
+    biases start at zero.
+
+    Weight layout (so that weights trained elsewhere load by name):
+    `kernel_in [n, d, h]`, `bias_in [n, h]`, `kernel_out [n, h, d_out]`,
+    `bias_out [n, d_out]`; with `noisy=True` also `kernel_in_sigma [n, d, h]` and
+    `bias_in_sigma [n, h]`, and `kernel_in`/`bias_in` are the noise means.
+
+    Args:
+      num_experts: n >= 1.
+      hidden_units: h, the hidden width of each expert (512 in the paper).
+      output_units: d_out; None keeps the token width d.
+      noisy: make the first layer of every expert a factorised-Gaussian noisy
+        layer (as `NoisyDense`), for Rainbow's noisy-net exploration. The noise
+        is drawn per call and per expert when `training=True`.
+      sigma0: σ0 of the noisy layer (0.5 Fortunato et al.; 0.1 in the reference).
+    """
+
+    def __init__(self, num_experts, hidden_units=512, output_units=None,
+                 noisy=False, sigma0=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_experts = _common.check_positive_int("num_experts", num_experts)
+        self.hidden_units = _common.check_positive_int("hidden_units", hidden_units)
+        self.output_units = (None if output_units is None else
+                             _common.check_positive_int("output_units", output_units))
+        self.noisy = bool(noisy)
+        self.sigma0 = _common.check_positive_float("sigma0", sigma0)
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        if shape.rank != 4 or shape[1] != self.num_experts or shape[-1] is None:
+            raise ValueError(
+                f"{self.name} expects slot inputs of shape [batch, num_experts="
+                f"{self.num_experts}, slots, dim] with a known dim, received {shape}.")
+        d, h, n = int(shape[-1]), self.hidden_units, self.num_experts
+        d_out = self.output_units or d
+        if self.noisy:
+            bound = 1.0 / math.sqrt(d)
+            kernel_in_init = tf.keras.initializers.RandomUniform(-bound, bound)
+            bias_in_init = tf.keras.initializers.RandomUniform(-bound, bound)
+        else:
+            kernel_in_init = _common.PerExpertGlorotUniform()
+            bias_in_init = "zeros"
+        self.kernel_in = self.add_weight("kernel_in", (n, d, h), initializer=kernel_in_init)
+        self.bias_in = self.add_weight("bias_in", (n, h), initializer=bias_in_init)
+        if self.noisy:
+            sigma_init = tf.keras.initializers.Constant(self.sigma0 / math.sqrt(d))
+            self.kernel_in_sigma = self.add_weight(
+                "kernel_in_sigma", (n, d, h), initializer=sigma_init)
+            self.bias_in_sigma = self.add_weight(
+                "bias_in_sigma", (n, h), initializer=sigma_init)
+        self.kernel_out = self.add_weight(
+            "kernel_out", (n, h, d_out), initializer=_common.PerExpertGlorotUniform())
+        self.bias_out = self.add_weight("bias_out", (n, d_out), initializer="zeros")
+        super().build(input_shape)
+
+    def _first_layer_weights(self, training):
+        kernel, bias = self.kernel_in, self.bias_in
+        if self.noisy and training:
+            n, d, h = self.kernel_in.shape
+            dtype = self.kernel_in.dtype
+            eps_in = noisy_dense.factorised_noise([n, d], dtype)
+            eps_out = noisy_dense.factorised_noise([n, h], dtype)
+            kernel = kernel + self.kernel_in_sigma * (eps_in[:, :, None] * eps_out[:, None, :])
+            bias = bias + self.bias_in_sigma * eps_out
+        return kernel, bias
+
+    def call(self, inputs, training=None, return_hidden=False):
+        """Runs every expert on its slots.
+
+        Args:
+          inputs: `[batch, n, p, d]`.
+          training: draws fresh noise when True and `noisy`.
+          return_hidden: also return the hidden activations `[batch, n, p, h]`
+            (for dormant-neuron diagnostics).
+
+        Returns:
+          `[batch, n, p, d_out]`, or `(outputs, hidden)` with `return_hidden`.
+        """
+        kernel_in, bias_in = self._first_layer_weights(training)
+        dtype = inputs.dtype
+        hidden = tf.einsum("bnpd,ndh->bnph", inputs, tf.cast(kernel_in, dtype))
+        hidden = tf.nn.relu(hidden + tf.cast(bias_in, dtype)[None, :, None, :])
+        outputs = tf.einsum("bnph,nho->bnpo", hidden, tf.cast(self.kernel_out, dtype))
+        outputs = outputs + tf.cast(self.bias_out, dtype)[None, :, None, :]
+        if return_hidden:
+            return outputs, hidden
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        return shape[:-1].concatenate([self.output_units or shape[-1]])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_experts": self.num_experts,
+            "hidden_units": self.hidden_units,
+            "output_units": self.output_units,
+            "noisy": self.noisy,
+            "sigma0": self.sigma0,
+        })
+        return config
