@@ -237,7 +237,8 @@ def test_noop_starts_are_seeded():
     def frames_after_reset(seed):
         env = make_atari_env(AtariConfig(game="Pong", noop_max=30), seed=seed)
         env.reset()
-        return env._ale.getEpisodeFrameNumber()  # pylint: disable=protected-access
+        ale = env._ale  # pylint: disable=protected-access
+        return ale.getEpisodeFrameNumber()
 
     counts = [frames_after_reset(seed) for seed in range(4)]
     assert all(1 <= c <= 30 for c in counts)

@@ -165,7 +165,7 @@ def _check_bool(field, value):
 
 @dataclasses.dataclass(frozen=True)
 class AtariConfig:
-    """The Atari protocol of one environment; defaults are Dopamine's (SPEC §5).
+    """The Atari protocol of one env; the defaults are Dopamine's (SPEC §5).
 
     Attributes:
       game: game name in any spelling `resolve_game_name` accepts; stored
@@ -539,7 +539,7 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
 
 
 def make_atari_env(config, seed=None):
-    """Builds the TF-Agents py environment of `config` (see AtariPyEnvironment).
+    """Builds the TF-Agents py env of `config` (see AtariPyEnvironment).
 
     Args:
       config: an AtariConfig, e.g. `AtariConfig.preset('der', 'Breakout')`.
