@@ -97,7 +97,8 @@ class SoftMoE(tf.keras.layers.Layer):
         self.noise_sigma0 = _common.check_positive_float("noise_sigma0", noise_sigma0)
         self.experts = experts_lib.ExpertMLP(
             num_experts=self.num_experts, hidden_units=self.expert_hidden_units,
-            noisy=self.noisy_experts, sigma0=self.noise_sigma0, name="experts")
+            noisy=self.noisy_experts, sigma0=self.noise_sigma0, name="experts",
+            dtype=self.dtype_policy)
 
     def build(self, input_shape):
         m, d = _common.token_shape(input_shape, self.name)

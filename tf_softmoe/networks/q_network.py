@@ -1,0 +1,144 @@
+"""TF-Agents Q-network: uint8 frames → encoder → penultimate block → Q head."""
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.networks import network
+from tf_agents.specs import tensor_spec
+
+from tf_softmoe.networks import config as config_lib
+from tf_softmoe.networks import encoders
+from tf_softmoe.networks import heads
+from tf_softmoe.networks import penultimate
+
+
+def _num_actions(action_spec):
+    if (not tensor_spec.is_discrete(action_spec) or action_spec.shape.rank != 0):
+        raise ValueError(
+            f"The Q-network needs a scalar discrete action spec, got {action_spec}.")
+    return int(action_spec.maximum) - int(action_spec.minimum) + 1
+
+
+class QNetwork(network.Network):
+    """`obs [B,H,W,C] → /255 → encoder → penultimate block → Q head`.
+
+    Usable as it is by TF-Agents' `DqnAgent` (head "dqn": Q-values `[B, A]`)
+    and `CategoricalDqnAgent` (head "c51": logits `[B, A, atoms]`, and the
+    `num_atoms` property). `copy()` rebuilds it from the same arguments, which
+    is how TF-Agents makes the target network.
+
+    `call_with_diagnostics(observation, training)` returns
+    `(output, diagnostics)` where diagnostics holds `penultimate` (the
+    features fed to the head, `[B, F]`), `hidden` (the penultimate hidden
+    units for dormant-neuron counts) and, for MoE blocks, the routing
+    statistics. Everything is a tensor, so it runs inside XLA.
+
+    Args:
+      input_tensor_spec: observation spec, `[H, W, C]` (uint8 frames are
+        divided by 255; float observations are used as they are).
+      action_spec: scalar discrete action spec.
+      config: a `NetworkConfig` (or its dict).
+      name: network name.
+
+    Raises:
+      ValueError: the observation spec does not fit the encoder or tokenizer
+        (the message names both shapes), or the action spec is not discrete.
+    """
+
+    def __init__(self, input_tensor_spec, action_spec, config=None, name="QNetwork"):
+        super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
+        if config is None:
+            config = config_lib.NetworkConfig()
+        elif isinstance(config, dict):
+            config = config_lib.NetworkConfig.from_dict(config)
+        self._config = config
+        self._num_actions = _num_actions(action_spec)
+        self._scale_input = input_tensor_spec.dtype == tf.uint8
+        compute = "mixed_bfloat16" if config.mixed_precision else None
+        self._encoder = encoders.make_encoder(config, dtype=compute)
+        self._penultimate = penultimate.PenultimateBlock(
+            config, name="penultimate", dtype=compute)
+        self._head = heads.QHead(
+            self._num_actions, num_atoms=config.num_atoms if config.head == "c51" else None,
+            dueling=config.dueling, noisy=config.noisy, sigma0=config.noisy_sigma0,
+            name="head")
+        self.feature_map_shape = self._check_observation_spec(input_tensor_spec)
+
+    def _check_observation_spec(self, spec):
+        shape = tf.TensorShape(spec.shape)
+        shown = shape.as_list() if shape.rank is not None else "of unknown rank"
+        expected = ("[height, width, channels] (e.g. [84, 84, 4] stacked "
+                    "uint8 frames)")
+        if shape.rank != 3 or not shape.is_fully_defined():
+            raise ValueError(
+                f"Observation spec shape {shown} does not fit the "
+                f"{self._config.encoder} encoder, which expects {expected}.")
+        too_small = (
+            f"Observation spec shape {shown} is too small for the "
+            f"{self._config.encoder} encoder (padding {self._config.nature_padding!r})"
+        )
+        try:
+            map_shape = self._encoder.compute_output_shape([None] + shape.as_list())
+        except ValueError as error:
+            raise ValueError(f"{too_small}: {error} Use larger frames or 'same' "
+                             "padding.") from error
+        if any(d is None or d < 1 for d in map_shape[1:]):
+            raise ValueError(
+                f"{too_small}: its feature map would be {map_shape[1:].as_list()}. "
+                "Use larger frames or 'same' padding.")
+        try:
+            self._penultimate.compute_output_shape(map_shape)
+        except ValueError as error:
+            raise ValueError(
+                f"Observation spec shape {shown} gives a {tuple(map_shape[1:])} feature "
+                f"map "
+                f"that the {self._config.tokenizer} tokenizer cannot use: {error}"
+            ) from error
+        return tuple(int(d) for d in map_shape[1:])
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def num_atoms(self):
+        """Atoms of the C51 head (TF-Agents' CategoricalDqnAgent reads this)."""
+        return self._config.num_atoms if self._config.head == "c51" else 1
+
+    @property
+    def num_actions(self):
+        return self._num_actions
+
+    def _preprocess(self, observation):
+        x = tf.cast(observation, tf.float32)
+        if self._scale_input:
+            x = x * (1.0 / 255.0)
+        return x
+
+    def call_with_diagnostics(self, observation, step_type=None, network_state=(),
+                              training=False):
+        """Like `call`, but returns `(output, diagnostics)` (see class doc)."""
+        del step_type, network_state  # stateless network
+        feature_map = self._encoder(self._preprocess(observation))
+        features, diagnostics = self._penultimate(
+            feature_map, training=training, return_diagnostics=True)
+        output = self._head(features, training=training)
+        diagnostics["penultimate"] = tf.cast(features, tf.float32)
+        return output, diagnostics
+
+    def call(self, observation, step_type=None, network_state=(), training=False):
+        feature_map = self._encoder(self._preprocess(observation))
+        features = self._penultimate(feature_map, training=training)
+        return self._head(features, training=training), network_state
+
+    def layer_parameter_counts(self):
+        """Trainable parameters of encoder, penultimate block and head."""
+        return {"encoder": self._encoder.count_params(),
+                "penultimate": self._penultimate.count_params(),
+                "head": self._head.count_params()}
+
+
+def build_q_network(config, observation_spec, action_spec, name="QNetwork"):
+    """Builds a `QNetwork` and creates its variables."""
+    net = QNetwork(observation_spec, action_spec, config=config, name=name)
+    net.create_variables()
+    return net
