@@ -667,3 +667,24 @@ def test_other_bad_input_is_rejected_with_the_fix():
     prioritized.update_priorities(np.arange(40), np.zeros(40))
     with pytest.raises(ValueError, match="priority 0"):
         prioritized.sample(4)
+
+
+# --------------------------------------------------------------------------
+# Interleaving the stack positions (OpenCV and NumPy paths).
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32, np.int64])
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_interleave_planes_paths_agree_with_moveaxis(dtype, depth):
+    from tf_softmoe.replay.frame_replay import _cv2
+    from tf_softmoe.replay.frame_replay import interleave_planes
+
+    planes = np.random.default_rng(0).integers(0, 200, size=(depth, 5, 7, 6)).astype(dtype)
+    want = np.moveaxis(planes, 0, -1)
+    chosen = interleave_planes(planes)
+    numpy_only = interleave_planes(planes, use_opencv=False)
+    for got in (chosen, numpy_only):
+        assert got.dtype == want.dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+    if _cv2() is not None and dtype != np.int64 and depth > 1:
+        np.testing.assert_array_equal(interleave_planes(planes, use_opencv=True), want)

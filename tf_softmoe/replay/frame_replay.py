@@ -56,6 +56,7 @@ Reference: Dopamine's ``circular_replay_buffer`` and
 
 import glob
 import json
+import math
 import operator
 import os
 import threading
@@ -305,7 +306,7 @@ class FrameReplayBuffer:
         frame = self._check_frame(frame, "frame")
         action = _check_action(action)
         reward = float(reward)
-        if not np.isfinite(reward):
+        if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}.")
         terminal = bool(terminal)
         truncated = bool(truncated)
@@ -387,9 +388,13 @@ class FrameReplayBuffer:
         tree_nodes = self._sum_tree.nodes
         if self._slots_written > cap and self._stack_size > 1:
             oldest = self._slots_written % cap
-            stale = (oldest + np.arange(self._stack_size - 1)) % cap
-            for slot in stale[tree_nodes[cap + stale] != 0.0]:
-                self._sum_tree.set_one(slot, 0.0)
+            # On the first overwrite all stack_size - 1 oldest slots lose their
+            # history at once; afterwards one more slot does per write.
+            first = 0 if self._slots_written == cap + 1 else self._stack_size - 2
+            for offset in range(first, self._stack_size - 1):
+                slot = (oldest + offset) % cap
+                if tree_nodes[cap + slot] != 0.0:
+                    self._sum_tree.set_one(slot, 0.0)
         ready = self._slots_written - 1 - self._n_step
         if ready >= 0:
             slot = ready % cap
@@ -548,17 +553,19 @@ class FrameReplayBuffer:
 
     def _stacks(self, indices):
         """Frame stacks [M, *frame_shape, stack] ending at ``indices``."""
-        slots = (indices[:, None] + self._stack_offsets) % self._capacity
-        frames = self._frames[slots]                      # [M, stack, *frame_shape]
+        # Gathered stack-position-major, [stack, M, *frame_shape], so that each
+        # position is one contiguous plane for the interleaving below.
+        slots = (indices[None, :] + self._stack_offsets[:, None]) % self._capacity
+        planes = self._frames[slots]
         if self._stack_size > 1:
             starts = (self._flags[slots] & EPISODE_START) != 0
             # A frame belongs to the stack's episode unless an episode starts at
             # a later position of the stack.
             later_start = np.zeros_like(starts)
-            later_start[:, :-1] = np.logical_or.accumulate(
-                starts[:, :0:-1], axis=1)[:, ::-1]
-            frames[later_start] = 0
-        return np.ascontiguousarray(np.moveaxis(frames, 1, -1))
+            later_start[:-1] = np.logical_or.accumulate(
+                starts[:0:-1], axis=0)[::-1]
+            planes[later_start] = 0
+        return interleave_planes(planes)
 
     # -------------------------------------------------------------- priorities
 
@@ -952,6 +959,59 @@ def synthetic_transitions(start, stop, frame_shape=(84, 84), frame_dtype=np.uint
     return frames, actions, rewards, terminals
 
 
+def interleave_planes(planes, use_opencv=None):
+    """Moves the leading axis last: [S, M, *shape] -> [M, *shape, S].
+
+    NumPy's generic transposed copy of small-stride uint8 data is slow (about
+    12 ms for a 32-sample Atari batch of states and next states), so where
+    OpenCV is installed and supports the dtype its SIMD channel merge does the
+    interleaving (about 0.4 ms); otherwise one strided NumPy copy per stack
+    position runs (a few ms). Both give identical arrays.
+
+    Args:
+        planes: array [S, M, *shape] with S >= 1.
+        use_opencv: force (True) or forbid (False) the OpenCV path; None picks
+            it when available.
+
+    Returns:
+        a new C-contiguous array [M, *shape, S].
+    """
+    planes = np.ascontiguousarray(planes)
+    depth, count = planes.shape[0], planes.shape[1]
+    shape = planes.shape[2:]
+    if depth == 1:
+        return planes[0][..., None].copy()
+    if use_opencv is None:
+        use_opencv = (_cv2() is not None and planes.dtype in _OPENCV_DTYPES
+                      and depth <= 512 and len(shape) >= 1
+                      and count * int(np.prod(shape[:-1], dtype=np.int64)) < 2 ** 31)
+    if use_opencv:
+        cv2 = _cv2()
+        rows = [plane.reshape(-1, shape[-1]) for plane in planes]
+        return cv2.merge(rows).reshape((count,) + shape + (depth,))
+    out = np.empty((count,) + shape + (depth,), dtype=planes.dtype)
+    for position in range(depth):
+        out[..., position] = planes[position]
+    return out
+
+
+_OPENCV_DTYPES = tuple(np.dtype(d) for d in (np.uint8, np.int8, np.uint16,
+                                              np.int16, np.int32, np.float32,
+                                              np.float64))
+_CV2_MODULE = []
+
+
+def _cv2():
+    """The cv2 module, or None when OpenCV is not installed (imported once)."""
+    if not _CV2_MODULE:
+        try:
+            import cv2  # pylint: disable=g-import-not-at-top
+        except ImportError:
+            cv2 = None
+        _CV2_MODULE.append(cv2)
+    return _CV2_MODULE[0]
+
+
 def _positive_int(value, name):
     try:
         integer = operator.index(value)
@@ -983,6 +1043,8 @@ def _frame_shape(shape):
 
 
 def _check_action(action):
+    if type(action) is int and _INT32.min <= action <= _INT32.max:  # Fast path.
+        return action
     array = np.asarray(action)
     if array.ndim != 0 or not (np.issubdtype(array.dtype, np.integer)
                                and array.dtype != np.bool_):

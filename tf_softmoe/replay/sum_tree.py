@@ -43,6 +43,9 @@ class SumTree:
         # The deepest leaf is at depth ceil(log2(2 * capacity)) - 1 below the
         # root; a descent needs that many steps.
         self._depth = max(int(np.ceil(np.log2(2 * self._capacity))) - 1, 0)
+        # Every node above depth floor(log2(capacity)) is internal, so the
+        # descent skips the "already at a leaf" check on those levels.
+        self._uniform_depth = int(np.floor(np.log2(self._capacity)))
 
     @property
     def capacity(self):
@@ -155,16 +158,23 @@ class SumTree:
                 "some positive priorities first.")
         nodes = np.ones(values.shape, dtype=np.int64)
         cap = self._capacity
-        for _ in range(self._depth):
-            internal = nodes < cap
-            if not internal.any():
-                break
-            left = np.where(internal, 2 * nodes, nodes)
-            left_sum = self._nodes[left]
-            right_sum = self._nodes[np.where(internal, left + 1, nodes)]
-            go_right = internal & (values >= left_sum) & (right_sum > 0.0)
-            values = np.where(go_right, values - left_sum, values)
-            nodes = np.where(internal, np.where(go_right, left + 1, left), nodes)
+        tree = self._nodes
+        for level in range(self._depth):
+            left = 2 * nodes
+            if level < self._uniform_depth:
+                left_sum = tree[left]
+                go_right = (values >= left_sum) & (tree[left + 1] > 0.0)
+                values -= left_sum * go_right
+                nodes = left + go_right
+            else:
+                # Below the shallowest leaf some walkers have already arrived;
+                # they read the unused node 0 and stay where they are.
+                internal = nodes < cap
+                left = np.where(internal, left, 0)
+                left_sum = tree[left]
+                go_right = internal & (values >= left_sum) & (tree[left + 1] > 0.0)
+                values -= left_sum * go_right
+                nodes = np.where(internal, left + go_right, nodes)
         return nodes - cap
 
     def stratified_sample(self, batch_size, rng):
