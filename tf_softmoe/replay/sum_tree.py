@@ -102,18 +102,18 @@ class SumTree:
             return
         nodes = indices + self._capacity
         self._nodes[nodes] = priorities
-        parents = np.unique(nodes >> 1)
-        # Leaves sit at up to two depths, so a parent can be refreshed in more
-        # than one round; its last refresh comes after all of its children's,
-        # which makes the final value exact.
+        # One walker per updated leaf climbs to the root, refreshing each node
+        # it passes. Walkers that meet write the same value, so duplicates need
+        # no removal. Leaves sit at up to two depths, so a node can be
+        # refreshed in more than one round; its last refresh comes after all
+        # of its children's, which makes the final value exact.
+        parents = nodes >> 1
+        parents = parents[parents >= 1]
         while parents.size:
-            if parents[0] == 0:
-                parents = parents[1:]
-                if not parents.size:
-                    break
             self._nodes[parents] = (self._nodes[2 * parents]
                                     + self._nodes[2 * parents + 1])
-            parents = np.unique(parents[parents > 1] >> 1)
+            parents >>= 1
+            parents = parents[parents >= 1]
 
     def set_one(self, index, priority):
         """Scalar fast path of ``set`` for one leaf (used once per add)."""
