@@ -35,13 +35,14 @@ BUDGET_BYTES_PER_TRANSITION = 7200
 
 def _bench_one(prioritized, capacity, batch_size, rounds, n_step):
     buffer = FrameReplayBuffer(capacity, frame_shape=(84, 84), stack_size=4,
-                               n_step=n_step, gamma=0.99, prioritized=prioritized,
-                               seed=0)
+                               n_step=n_step, gamma=0.99,
+                               prioritized=prioritized, seed=0)
     start = time.perf_counter()
     buffer._fill_for_benchmark(capacity, episode_length=2000, seed=0)
     fill_s = time.perf_counter() - start
 
-    sample = time_call(lambda: buffer.sample(batch_size), rounds=rounds, warmup=10)
+    sample = time_call(lambda: buffer.sample(batch_size), rounds=rounds,
+                       warmup=10)
     row = {
         "mode": "prioritized" if prioritized else "uniform",
         "capacity": capacity,
@@ -62,7 +63,8 @@ def _bench_one(prioritized, capacity, batch_size, rounds, n_step):
         def update():
             buffer.update_priorities(indices, rng.random(batch_size) + 0.01)
 
-        row["update_ms"] = time_call(update, rounds=rounds, warmup=10)["median_ms"]
+        row["update_ms"] = time_call(update, rounds=rounds,
+                                     warmup=10)["median_ms"]
         step = time_call(lambda: (update(), buffer.sample(batch_size)),
                          rounds=rounds, warmup=10)
         row["sample_update_per_s"] = 1e3 / step["median_ms"]

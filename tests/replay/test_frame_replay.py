@@ -36,8 +36,10 @@ class ReferenceReplay:
 
     def __init__(self, buffer):
         self.buffer = buffer
-        self.episodes = []            # each: {"steps": [...], "final": id|None, "end": kind}
-        self.slot_owner = {}          # slot -> ("step", ep, t) or ("final", ep)
+        # Each episode: {"steps": [...], "final": frame id or None,
+        # "end": None, "terminal", "truncated" or "empty"}.
+        self.episodes = []
+        self.slot_owner = {}          # slot -> ("step", ep, t) | ("final", ep)
         self.write_of_slot = {}       # slot -> write number
         self.frame_episode = {}       # frame id -> episode
         self.writes = 0
@@ -64,7 +66,8 @@ class ReferenceReplay:
             if with_next_frame or end == "truncated":
                 next_frame = frame(-(self.writes + 2), dtype=np.int32)
         self.buffer.add(frame(frame_id, dtype=np.int32), action, reward,
-                        terminal=end == "terminal", truncated=end == "truncated",
+                        terminal=end == "terminal",
+                        truncated=end == "truncated",
                         next_frame=next_frame)
         self._write(("step", episode, len(steps) - 1), frame_id)
         if next_frame is not None:
@@ -142,8 +145,10 @@ class ReferenceReplay:
             want = self.expected(slot)
             assert newest(batch["state"])[row].tolist() == want["state"]
             assert batch["action"][row] == want["action"]
-            assert batch["reward"][row] == pytest.approx(want["reward"], rel=1e-6)
-            assert batch["discount"][row] == pytest.approx(want["discount"], rel=1e-6)
+            assert batch["reward"][row] == pytest.approx(want["reward"],
+                                                         rel=1e-6)
+            assert batch["discount"][row] == pytest.approx(want["discount"],
+                                                           rel=1e-6)
             assert bool(batch["terminal"][row]) == want["terminal"]
             next_ids = newest(batch["next_state"])[row].tolist()
             if want["next_state"] is not None:
@@ -152,7 +157,8 @@ class ReferenceReplay:
             for ids in (newest(batch["state"])[row].tolist(), next_ids):
                 nonzero = [i for i in ids if i != 0]
                 assert len({self.frame_episode[i] for i in nonzero}) <= 1
-                assert ids[:len(ids) - len(nonzero)] == [0] * (len(ids) - len(nonzero))
+                padding = len(ids) - len(nonzero)
+                assert ids[:padding] == [0] * padding
 
 
 @pytest.mark.parametrize("prioritized", [False, True])
@@ -160,8 +166,9 @@ class ReferenceReplay:
 def test_samples_match_a_reference_model_across_wraps(prioritized, n_step,
                                                       stack_size):
     buffer = FrameReplayBuffer(41, frame_shape=(3, 3), stack_size=stack_size,
-                               n_step=n_step, gamma=0.9, prioritized=prioritized,
-                               frame_dtype=np.int32, seed=5)
+                               n_step=n_step, gamma=0.9,
+                               prioritized=prioritized, frame_dtype=np.int32,
+                               seed=5)
     reference = ReferenceReplay(buffer)
     rng = np.random.default_rng(11)
     checked = 0
@@ -175,8 +182,8 @@ def test_samples_match_a_reference_model_across_wraps(prioritized, n_step,
             end, with_next = None, False
         if reference.open and rng.random() < 0.01:
             reference.truncate_open_episode()
-        reference.add(int(rng.integers(0, 18)), float(rng.integers(-1, 2)), end,
-                      with_next)
+        reference.add(int(rng.integers(0, 18)), float(rng.integers(-1, 2)),
+                      end, with_next)
         assert buffer.num_sampleable == len(reference.sampleable_slots())
         if step % 7 == 0 and buffer.can_sample(8):
             batch = buffer.sample(8)
@@ -194,7 +201,8 @@ def test_samples_match_a_reference_model_across_wraps(prioritized, n_step,
 
 def _two_episode_buffer():
     """Episode A: rewards 1,2,3,4, terminal after the 4th step (frames 1..4).
-    Episode B: rewards 10,20, truncated after the 2nd (frames 11, 12; final 13).
+    Episode B: rewards 10,20, truncated after the 2nd (frames 11, 12; final
+    13).
     Episode C: frames 21..24, no end yet (it makes the windows above complete).
     """
     buffer = FrameReplayBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=3,
@@ -221,7 +229,8 @@ def test_n_step_targets_by_hand_with_a_terminal_and_a_truncation():
         10 + 0.5 * 20,            # window cut at the truncation
         20])
     np.testing.assert_allclose(batch["discount"], [0.125, 0, 0, 0, 0.25, 0.5])
-    assert batch["terminal"].tolist() == [False, True, True, True, False, False]
+    assert batch["terminal"].tolist() == [False, True, True, True, False,
+                                          False]
     assert batch["action"].tolist() == [0, 1, 2, 3, 5, 6]
     assert newest(batch["state"]).tolist() == [
         [0, 1], [1, 2], [2, 3], [3, 4], [0, 11], [11, 12]]
@@ -231,7 +240,8 @@ def test_n_step_targets_by_hand_with_a_terminal_and_a_truncation():
     assert next_state[4] == [12, 13] and next_state[5] == [12, 13]
     # After a terminal it is irrelevant but never mixes episodes.
     for row in (1, 2, 3):
-        assert next_state[row][0] == 0 or next_state[row][0] // 10 == next_state[row][1] // 10
+        first, second = next_state[row]
+        assert first == 0 or first // 10 == second // 10
     assert buffer.is_sampleable([6]).tolist() == [False]   # the final frame
 
 
@@ -267,7 +277,8 @@ def test_stacks_are_zero_padded_at_episode_starts_also_after_wrap_around():
     # The stack ending at slot 0 (the old episode's last step, right after
     # the wrap) keeps its own episode's frames from slots 7, 8, 9.
     assert buffer.is_sampleable([0]).tolist() == [True]
-    assert newest(buffer.get_transitions([0])["state"]).tolist() == [[8, 9, 10, 11]]
+    state = buffer.get_transitions([0])["state"]
+    assert newest(state).tolist() == [[8, 9, 10, 11]]
 
 
 def test_an_episode_starting_in_slot_zero_after_wrap_hides_the_old_lap():
@@ -282,10 +293,10 @@ def test_an_episode_starting_in_slot_zero_after_wrap_hides_the_old_lap():
         [0, 0, 50], [0, 50, 51], [50, 51, 52]]
 
 
-def test_circular_overwrite_drops_the_oldest_and_excludes_slots_near_the_cursor():
+def test_circular_overwrite_drops_the_oldest_and_excludes_near_the_cursor():
     capacity, stack_size, n_step = 12, 4, 2
-    buffer = FrameReplayBuffer(capacity, frame_shape=(3, 3), stack_size=stack_size,
-                               n_step=n_step, seed=3)
+    buffer = FrameReplayBuffer(capacity, frame_shape=(3, 3),
+                               stack_size=stack_size, n_step=n_step, seed=3)
     for k in range(30):
         buffer.add(frame(1 + k), k % 5, 1.0, terminal=False)
     assert len(buffer) == capacity
@@ -297,7 +308,8 @@ def test_circular_overwrite_drops_the_oldest_and_excludes_slots_near_the_cursor(
     valid = sorted(set(range(capacity)) - set(invalid))
     assert buffer.is_sampleable(invalid).tolist() == [False] * len(invalid)
     assert buffer.is_sampleable(valid).tolist() == [True] * len(valid)
-    states = np.concatenate([newest(buffer.sample(7)["state"]) for _ in range(40)])
+    states = np.concatenate(
+        [newest(buffer.sample(7)["state"]) for _ in range(40)])
     # Frames 1..18 were overwritten; the oldest 3 stored ones (19..21) only
     # appear as history of later states.
     assert states.min() >= 30 - capacity + 1
@@ -308,12 +320,14 @@ def test_circular_overwrite_drops_the_oldest_and_excludes_slots_near_the_cursor(
 # Prioritized replay.
 
 
-def _prioritized_buffer(priority_exponent=1.0, importance_exponent=0.5, seed=0):
-    """40 sampleable transitions in slots 0..39 (slot 40 waits for its next)."""
+def _prioritized_buffer(priority_exponent=1.0, importance_exponent=0.5,
+                        seed=0):
+    """40 sampleable transitions in slots 0..39 (slot 40 awaits its next)."""
     buffer = FrameReplayBuffer(64, frame_shape=(3, 3), stack_size=2, n_step=1,
                                prioritized=True,
                                priority_exponent=priority_exponent,
-                               importance_exponent=importance_exponent, seed=seed)
+                               importance_exponent=importance_exponent,
+                               seed=seed)
     for k in range(41):
         buffer.add(frame(1 + k), k, 0.0, terminal=False)
     return buffer
@@ -350,11 +364,12 @@ def test_importance_weights_match_hand_values():
         indices = batch["indices"].tolist()
         assert set(indices) <= {2, 5, 7}
         np.testing.assert_allclose(batch["probabilities"],
-                                   [probability[i] for i in indices], rtol=1e-6)
+                                   [probability[i] for i in indices],
+                                   rtol=1e-6)
         # (1 / (N P))^0.5 normalised by the batch max: 1/sqrt(P) over its max.
         raw = np.array([probability[i] ** -0.5 for i in indices])
-        np.testing.assert_allclose(batch["importance_weights"], raw / raw.max(),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(batch["importance_weights"],
+                                   raw / raw.max(), rtol=1e-6)
     # With all three in a batch the weights are exactly 1, 1/2, 1/4.
     batch = buffer.sample(21)
     weight = dict(zip(batch["indices"].tolist(),
@@ -397,9 +412,10 @@ def test_priorities_of_slots_that_stopped_being_sampleable_are_dropped():
     leaves = buffer.sum_tree.nodes[buffer.capacity:]
     assert np.array_equal(leaves > 0, buffer.is_sampleable(np.arange(10)))
     oldest = 29 % 10
-    applied = buffer.update_priorities([oldest, (oldest - 1) % 10, 5], [3.0] * 3)
+    newest_slot = (oldest - 1) % 10
+    applied = buffer.update_priorities([oldest, newest_slot, 5], [3.0] * 3)
     assert applied.tolist() == [False, False, True]
-    assert buffer.get_priorities([oldest, (oldest - 1) % 10]).tolist() == [0.0, 0.0]
+    assert buffer.get_priorities([oldest, newest_slot]).tolist() == [0.0, 0.0]
 
 
 def test_sum_tree_holds_mass_exactly_on_sampleable_slots_with_truncations():
@@ -408,8 +424,8 @@ def test_sum_tree_holds_mass_exactly_on_sampleable_slots_with_truncations():
     rng = np.random.default_rng(2)
     for k in range(200):
         truncated = rng.random() < 0.1
-        buffer.add(frame(k % 200 + 1, (2, 2)), 0, 0.0, terminal=rng.random() < 0.05,
-                   truncated=truncated,
+        buffer.add(frame(k % 200 + 1, (2, 2)), 0, 0.0,
+                   terminal=rng.random() < 0.05, truncated=truncated,
                    next_frame=frame(255, (2, 2)) if truncated else None)
         if rng.random() < 0.02:
             buffer.truncate_open_episode()
@@ -425,8 +441,8 @@ def test_sum_tree_holds_mass_exactly_on_sampleable_slots_with_truncations():
 def test_state_dict_and_save_load_give_identical_later_samples(tmp_path,
                                                                prioritized):
     def build():
-        buffer = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4, n_step=3,
-                                   prioritized=prioritized, seed=9)
+        buffer = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+                                   n_step=3, prioritized=prioritized, seed=9)
         frames, actions, rewards, terminals = synthetic_transitions(
             0, 45, (4, 4), np.uint8, episode_length=7)
         for k in range(45):
@@ -443,7 +459,8 @@ def test_state_dict_and_save_load_give_identical_later_samples(tmp_path,
             batch = buffer.sample(16)
             out.append(batch)
             if prioritized:
-                buffer.update_priorities(batch["indices"], np.arange(16) * 0.1 + 0.1)
+                buffer.update_priorities(batch["indices"],
+                                         np.arange(16) * 0.1 + 0.1)
         return out
 
     original = build()
@@ -460,12 +477,12 @@ def test_state_dict_and_save_load_give_identical_later_samples(tmp_path,
     assert not [p for p in os.listdir(path) if ".tmp" in p]
     expected = continue_run(original)
 
-    from_state = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4, n_step=3,
-                                   prioritized=prioritized, seed=123)
+    from_state = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+                                   n_step=3, prioritized=prioritized, seed=123)
     from_state.load_state_dict(state)
     loaded = FrameReplayBuffer.load(str(path))
-    restored = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4, n_step=3,
-                                 prioritized=prioritized, seed=0)
+    restored = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+                                 n_step=3, prioritized=prioritized, seed=0)
     restored.restore(str(path))
     for other in (from_state, loaded, restored):
         assert len(other) == 30 and other.num_added == 45
@@ -496,7 +513,8 @@ def test_nbytes_counts_every_array_and_matches_the_layout():
     arrays = [buffer._frames, buffer._actions, buffer._rewards, buffer._flags,
               buffer.sum_tree.nodes]
     assert buffer.nbytes() == sum(a.nbytes for a in arrays)
-    assert buffer.nbytes() == FrameReplayBuffer.estimate_nbytes(100, prioritized=True)
+    assert buffer.nbytes() == FrameReplayBuffer.estimate_nbytes(
+        100, prioritized=True)
     assert buffer.nbytes() == 100 * (84 * 84 + 4 + 4 + 1 + 16)
 
 
@@ -505,9 +523,10 @@ def _resident_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_a_million_slot_buffer_fits_7200_bytes_per_transition_and_allocates_lazily():
+def test_a_million_slots_fit_7200_bytes_each_and_are_allocated_lazily():
     capacity = 1_000_000
-    assert FrameReplayBuffer.estimate_nbytes(capacity, prioritized=True) / capacity <= 7200
+    estimate = FrameReplayBuffer.estimate_nbytes(capacity, prioritized=True)
+    assert estimate / capacity <= 7200
     if not os.path.exists("/proc/self/statm"):
         pytest.skip("resident memory is read from /proc")
     before = _resident_bytes()
@@ -531,8 +550,8 @@ def test_a_million_slot_buffer_fits_7200_bytes_per_transition_and_allocates_lazi
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_fill_for_benchmark_equals_adding_one_by_one(prioritized):
     def make():
-        return FrameReplayBuffer(50, frame_shape=(5, 6), stack_size=4, n_step=3,
-                                 prioritized=prioritized, seed=1)
+        return FrameReplayBuffer(50, frame_shape=(5, 6), stack_size=4,
+                                 n_step=3, prioritized=prioritized, seed=1)
 
     bulk, stepwise = make(), make()
     bulk._fill_for_benchmark(137, episode_length=9, seed=4)
@@ -617,7 +636,8 @@ def test_sampling_too_early_reports_have_and_need():
     for k in range(6):
         buffer.add(frame(k), 0, 0.0, terminal=False)
     assert not buffer.can_sample(4)
-    with pytest.raises(ValueError, match=r"have 3 sampleable transitions, need 4"):
+    with pytest.raises(ValueError,
+                       match=r"have 3 sampleable transitions, need 4"):
         buffer.sample(4)
     assert buffer.sample(3)["state"].shape == (3, 3, 3, 4)
 
@@ -679,7 +699,8 @@ def test_interleave_planes_paths_agree_with_moveaxis(dtype, depth):
     from tf_softmoe.replay.frame_replay import _cv2
     from tf_softmoe.replay.frame_replay import interleave_planes
 
-    planes = np.random.default_rng(0).integers(0, 200, size=(depth, 5, 7, 6)).astype(dtype)
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 200, size=(depth, 5, 7, 6)).astype(dtype)
     want = np.moveaxis(planes, 0, -1)
     chosen = interleave_planes(planes)
     numpy_only = interleave_planes(planes, use_opencv=False)
@@ -687,4 +708,5 @@ def test_interleave_planes_paths_agree_with_moveaxis(dtype, depth):
         assert got.dtype == want.dtype and got.flags.c_contiguous
         np.testing.assert_array_equal(got, want)
     if _cv2() is not None and dtype != np.int64 and depth > 1:
-        np.testing.assert_array_equal(interleave_planes(planes, use_opencv=True), want)
+        np.testing.assert_array_equal(
+            interleave_planes(planes, use_opencv=True), want)

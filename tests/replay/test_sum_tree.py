@@ -82,7 +82,8 @@ def test_stratified_sample_frequencies_follow_the_priorities():
     tree = SumTree(capacity)
     priorities = np.arange(1.0, capacity + 1.0)
     tree.set(np.arange(capacity), priorities)
-    draws = np.concatenate([tree.stratified_sample(32, rng) for _ in range(625)])
+    draws = np.concatenate(
+        [tree.stratified_sample(32, rng) for _ in range(625)])
     counts = np.bincount(draws, minlength=capacity)
     expected = len(draws) * priorities / priorities.sum()
     chi2 = np.sum((counts - expected) ** 2 / expected)

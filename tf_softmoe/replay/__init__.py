@@ -1,4 +1,4 @@
-"""Replay memory: a frame-once circular buffer with n-step and prioritized sampling."""
+"""Replay memory: frame-once circular buffer, n-step, prioritized sampling."""
 
 from tf_softmoe.replay.frame_replay import FrameReplayBuffer
 from tf_softmoe.replay.frame_replay import synthetic_transitions

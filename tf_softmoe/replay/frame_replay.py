@@ -5,13 +5,14 @@ observation in which the action was taken, the action, the (already clipped)
 reward and a byte of flags. The frame stack of a state is rebuilt at sampling
 time from the ``stack_size`` consecutive slots ending at its index, with every
 frame from before the episode's first slot replaced by zeros, so an episode's
-first state is ``[0, 0, 0, f0]`` (what the environment wrapper shows the agent)
-and no stack ever mixes two episodes. When an episode is cut (``truncated``) the
-caller passes the newest frame of the final observation; it goes into an extra
-*final-frame slot* that is never sampled as a transition but completes the last
-transition's next state. At capacity 1 M with 84x84 uint8 frames the buffer
-holds 7 056 B of frame + 4 B action + 4 B reward + 1 B flags per slot, plus
-16 B of sum tree when prioritized: about 7.08 KB per transition.
+first state is ``[0, 0, 0, f0]`` (what the environment wrapper shows the
+agent) and no stack ever mixes two episodes. When an episode is cut
+(``truncated``) the caller passes the newest frame of the final observation; it
+goes into an extra *final-frame slot* that is never sampled as a transition but
+completes the last transition's next state. At capacity 1 M with 84x84 uint8
+frames the buffer holds 7 056 B of frame + 4 B action + 4 B reward + 1 B flags
+per slot, plus 16 B of sum tree when prioritized: about 7.08 KB per
+transition.
 
 n-step targets are computed at sampling time. For index ``t`` the window is
 ``t, t+1, ..., t+n'-1`` with ``n' = n_step`` unless the episode ends earlier
@@ -35,9 +36,9 @@ Prioritized replay (Dopamine's flavour; Schaul et al., 2016): a sum tree over
 the slots holds the priority of every sampleable transition and 0 elsewhere. A
 transition enters the tree when it becomes sampleable, at the largest priority
 recorded so far (initially 1.0). ``update_priorities(indices, p)`` stores
-``p ** priority_exponent``; Dopamine passes ``sqrt(loss + 1e-10)`` with exponent
-1 (the default). A batch is drawn by stratified sampling (the total mass split
-into ``batch_size`` equal segments, one draw in each), and
+``p ** priority_exponent``; Dopamine passes ``sqrt(loss + 1e-10)`` with
+exponent 1 (the default). A batch is drawn by stratified sampling (the total
+mass split into ``batch_size`` equal segments, one draw in each), and
 
     probabilities      P_i = priority_i / sum(priorities)
     importance_weights w_i = (1 / (N P_i))^beta / max_j (1 / (N P_j))^beta
@@ -67,10 +68,10 @@ import numpy as np
 from tf_softmoe.replay.sum_tree import SumTree
 
 # Bits of the per-slot flag byte.
-TERMINAL = 1          # The environment reached a terminal state after this action.
-TRUNCATED = 2         # The episode was cut after this action (time limit).
-EPISODE_START = 4     # This slot's frame is the first frame of an episode.
-FINAL_FRAME = 8       # The slot holds only an episode's final frame; not a transition.
+TERMINAL = 1        # The env reached a terminal state after the action.
+TRUNCATED = 2       # The episode was cut after the action (time limit).
+EPISODE_START = 4   # The slot's frame is the first frame of an episode.
+FINAL_FRAME = 8     # The slot holds only an episode's final frame.
 _EPISODE_END = TERMINAL | TRUNCATED
 
 _FORMAT_VERSION = 1
@@ -87,14 +88,15 @@ class FrameReplayBuffer:
     since creation (it keeps growing after the buffer wraps).
 
     Args:
-        capacity: number of slots (transitions plus the rare final-frame slots);
-            must exceed ``n_step + stack_size``.
+        capacity: number of slots (transitions plus the rare final-frame
+            slots); must exceed ``n_step + stack_size``.
         frame_shape: shape of one frame, e.g. ``(84, 84)``.
         stack_size: frames per state (the newest last along the final axis).
         n_step: length of the multi-step return window.
         gamma: discount per step, in ``[0, 1]``.
         prioritized: sample proportionally to stored priorities (sum tree).
-        priority_exponent: ``alpha``; ``update_priorities`` stores ``p ** alpha``.
+        priority_exponent: ``alpha``; ``update_priorities`` stores
+            ``p ** alpha``.
         importance_exponent: ``beta`` of the importance weights.
         frame_dtype: dtype of stored frames (and of sampled states).
         seed: seed of the sampling RNG (``numpy.random.default_rng``).
@@ -111,8 +113,8 @@ class FrameReplayBuffer:
         capacity = _positive_int(capacity, "capacity")
         if capacity <= self._n_step + self._stack_size:
             raise ValueError(
-                f"capacity={capacity} is too small for n_step={self._n_step} and "
-                f"stack_size={self._stack_size}: it must exceed n_step + "
+                f"capacity={capacity} is too small for n_step={self._n_step} "
+                f"and stack_size={self._stack_size}: it must exceed n_step + "
                 f"stack_size = {self._n_step + self._stack_size}.")
         self._capacity = capacity
         self._frame_shape = _frame_shape(frame_shape)
@@ -129,8 +131,8 @@ class FrameReplayBuffer:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
 
-        layout = self.array_layout(capacity, self._frame_shape, self._frame_dtype,
-                                   prioritized=False)
+        layout = self.array_layout(capacity, self._frame_shape,
+                                   self._frame_dtype, prioritized=False)
         # np.zeros gets zero pages from the OS lazily: a 1 M buffer costs
         # resident memory only as slots are written.
         self._frames = np.zeros(*layout["frames"])
@@ -141,7 +143,8 @@ class FrameReplayBuffer:
 
         self._gamma_powers = self._gamma ** np.arange(self._n_step,
                                                       dtype=np.float64)
-        self._stack_offsets = np.arange(-(self._stack_size - 1), 1, dtype=np.int64)
+        self._stack_offsets = np.arange(-(self._stack_size - 1), 1,
+                                        dtype=np.int64)
         self._window_offsets = np.arange(self._n_step, dtype=np.int64)
 
         self._slots_written = 0
@@ -163,7 +166,8 @@ class FrameReplayBuffer:
             dict name -> (shape, dtype).
         """
         layout = {
-            "frames": ((int(capacity),) + tuple(frame_shape), np.dtype(frame_dtype)),
+            "frames": ((int(capacity),) + tuple(frame_shape),
+                       np.dtype(frame_dtype)),
             "actions": ((int(capacity),), np.dtype(np.int32)),
             "rewards": ((int(capacity),), np.dtype(np.float32)),
             "flags": ((int(capacity),), np.dtype(np.uint8)),
@@ -173,17 +177,18 @@ class FrameReplayBuffer:
         return layout
 
     @classmethod
-    def estimate_nbytes(cls, capacity, frame_shape=(84, 84), frame_dtype=np.uint8,
-                        prioritized=False):
+    def estimate_nbytes(cls, capacity, frame_shape=(84, 84),
+                        frame_dtype=np.uint8, prioritized=False):
         """Total bytes a buffer of these settings allocates (no allocation)."""
         total = 0
-        for shape, dtype in cls.array_layout(capacity, frame_shape, frame_dtype,
-                                             prioritized).values():
+        layout = cls.array_layout(capacity, frame_shape, frame_dtype,
+                                  prioritized)
+        for shape, dtype in layout.values():
             total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return total
 
     def nbytes(self):
-        """Bytes of all arrays: frames, actions, rewards, flags and sum tree."""
+        """Bytes of all arrays: frames, actions, rewards, flags, sum tree."""
         total = (self._frames.nbytes + self._actions.nbytes
                  + self._rewards.nbytes + self._flags.nbytes)
         if self._sum_tree is not None:
@@ -227,7 +232,7 @@ class FrameReplayBuffer:
 
     @property
     def max_priority(self):
-        """Largest stored priority so far (after the exponent); starts at 1.0."""
+        """Largest priority stored so far (after the exponent); first 1.0."""
         return self._max_priority
 
     @property
@@ -238,7 +243,8 @@ class FrameReplayBuffer:
     def __len__(self):
         """Transitions currently stored (final-frame slots not counted)."""
         with self._lock:
-            return min(self._slots_written, self._capacity) - self._final_frames_stored
+            size = min(self._slots_written, self._capacity)
+            return size - self._final_frames_stored
 
     @property
     def num_sampleable(self):
@@ -267,7 +273,8 @@ class FrameReplayBuffer:
 
     def __repr__(self):
         return (f"FrameReplayBuffer(capacity={self._capacity}, "
-                f"frame_shape={self._frame_shape}, stack_size={self._stack_size}, "
+                f"frame_shape={self._frame_shape}, "
+                f"stack_size={self._stack_size}, "
                 f"n_step={self._n_step}, gamma={self._gamma}, "
                 f"prioritized={self._prioritized}, stored={len(self)}, "
                 f"num_added={self._num_added})")
@@ -313,16 +320,19 @@ class FrameReplayBuffer:
         if next_frame is not None:
             if not (terminal or truncated):
                 raise ValueError(
-                    "next_frame was given for a step that neither terminates nor "
-                    "truncates the episode; mid-episode the next add() supplies "
-                    "that frame. Pass next_frame only with terminal or truncated.")
+                    "next_frame was given for a step that neither terminates "
+                    "nor truncates the episode; mid-episode the next add() "
+                    "supplies that frame. Pass next_frame only with terminal "
+                    "or truncated.")
             next_frame = self._check_frame(next_frame, "next_frame")
         elif truncated and not terminal:
             raise ValueError(
-                "truncated=True needs next_frame (the newest frame of the final "
-                "observation) so the last transition can bootstrap from it.")
+                "truncated=True needs next_frame (the newest frame of the "
+                "final observation) so the last transition can bootstrap from "
+                "it.")
         with self._lock:
-            flags = (TERMINAL if terminal else 0) | (TRUNCATED if truncated else 0)
+            flags = ((TERMINAL if terminal else 0)
+                     | (TRUNCATED if truncated else 0))
             if self._next_add_starts_episode():
                 flags |= EPISODE_START
             self._write_slot(frame, action, reward, flags)
@@ -390,7 +400,8 @@ class FrameReplayBuffer:
             oldest = self._slots_written % cap
             # On the first overwrite all stack_size - 1 oldest slots lose their
             # history at once; afterwards one more slot does per write.
-            first = 0 if self._slots_written == cap + 1 else self._stack_size - 2
+            first = (0 if self._slots_written == cap + 1
+                     else self._stack_size - 2)
             for offset in range(first, self._stack_size - 1):
                 slot = (oldest + offset) % cap
                 if tree_nodes[cap + slot] != 0.0:
@@ -406,7 +417,8 @@ class FrameReplayBuffer:
     def _sampleable_range(self):
         """(oldest slot, lo, hi): sampleable positions counted from oldest."""
         size = min(self._slots_written, self._capacity)
-        lo = self._stack_size - 1 if self._slots_written > self._capacity else 0
+        overwritten = self._slots_written > self._capacity
+        lo = self._stack_size - 1 if overwritten else 0
         hi = size - self._n_step
         oldest = (self._slots_written % self._capacity
                   if self._slots_written >= self._capacity else 0)
@@ -452,18 +464,21 @@ class FrameReplayBuffer:
             if available < batch_size:
                 raise ValueError(
                     f"Cannot sample a batch of {batch_size}: have {available} "
-                    f"sampleable transitions, need {batch_size} ({self._num_added} "
-                    f"added; the newest n_step={self._n_step} wait for their "
-                    f"n-step window). Add more transitions first (see "
-                    f"can_sample()).")
+                    f"sampleable transitions, need {batch_size} "
+                    f"({self._num_added} added; the newest "
+                    f"n_step={self._n_step} wait for their n-step window). "
+                    f"Add more transitions first (see can_sample()).")
             if self._sum_tree is not None:
                 total = self._sum_tree.total
                 if not total > 0.0:
                     raise ValueError(
-                        "Cannot sample: every sampleable transition has priority "
-                        "0. Pass positive priorities to update_priorities().")
-                indices = self._sum_tree.stratified_sample(batch_size, self._rng)
-                probabilities = self._sum_tree.nodes[self._capacity + indices] / total
+                        "Cannot sample: every sampleable transition has "
+                        "priority 0. Pass positive priorities to "
+                        "update_priorities().")
+                indices = self._sum_tree.stratified_sample(batch_size,
+                                                           self._rng)
+                leaves = self._sum_tree.nodes[self._capacity + indices]
+                probabilities = leaves / total
                 weights = probabilities ** (-self._importance_exponent)
                 weights /= weights.max()
             else:
@@ -491,14 +506,14 @@ class FrameReplayBuffer:
             sampleable = self.is_sampleable(indices)
             if not sampleable.all():
                 raise ValueError(
-                    f"Slots {indices[~sampleable].tolist()} are not sampleable "
-                    f"now (see is_sampleable()).")
+                    f"Slots {indices[~sampleable].tolist()} are not "
+                    f"sampleable now (see is_sampleable()).")
             batch = self._gather(indices)
         batch["indices"] = indices
         return batch
 
     def batch_spec(self, batch_size):
-        """dict name -> (shape, dtype) of what ``sample(batch_size)`` returns."""
+        """dict name -> (shape, dtype) of ``sample(batch_size)``'s arrays."""
         state_shape = (batch_size,) + self._frame_shape + (self._stack_size,)
         return {
             "state": (state_shape, self._frame_dtype),
@@ -514,14 +529,15 @@ class FrameReplayBuffer:
 
     def _uniform_indices(self, batch_size):
         oldest, lo, hi = self._sampleable_range()
-        indices = (oldest + self._rng.integers(lo, hi, size=batch_size)) % self._capacity
+        positions = self._rng.integers(lo, hi, size=batch_size)
+        indices = (oldest + positions) % self._capacity
         # Final-frame slots are rare (one per truncated episode), so redrawing
         # the few that land on one terminates quickly.
         rejected = (self._flags[indices] & FINAL_FRAME) != 0
         while rejected.any():
             count = int(np.count_nonzero(rejected))
-            indices[rejected] = (oldest + self._rng.integers(lo, hi, size=count)
-                                 ) % self._capacity
+            positions = self._rng.integers(lo, hi, size=count)
+            indices[rejected] = (oldest + positions) % self._capacity
             rejected = (self._flags[indices] & FINAL_FRAME) != 0
         return indices.astype(np.int64)
 
@@ -555,12 +571,13 @@ class FrameReplayBuffer:
         """Frame stacks [M, *frame_shape, stack] ending at ``indices``."""
         # Gathered stack-position-major, [stack, M, *frame_shape], so that each
         # position is one contiguous plane for the interleaving below.
-        slots = (indices[None, :] + self._stack_offsets[:, None]) % self._capacity
+        slots = ((indices[None, :] + self._stack_offsets[:, None])
+                 % self._capacity)
         planes = self._frames[slots]
         if self._stack_size > 1:
             starts = (self._flags[slots] & EPISODE_START) != 0
-            # A frame belongs to the stack's episode unless an episode starts at
-            # a later position of the stack.
+            # A frame belongs to the stack's episode unless an episode starts
+            # at a later position of the stack.
             later_start = np.zeros_like(starts)
             later_start[:-1] = np.logical_or.accumulate(
                 starts[:0:-1], axis=0)[::-1]
@@ -606,11 +623,12 @@ class FrameReplayBuffer:
                 f"{priorities.size} priorities; pass one priority per index.")
         if priorities.size and not np.all(np.isfinite(priorities)):
             raise ValueError(
-                "Priorities must be finite; got NaN or inf (check the loss that "
-                "produced them).")
+                "Priorities must be finite; got NaN or inf (check the loss "
+                "that produced them).")
         if priorities.size and priorities.min() < 0.0:
             raise ValueError(
-                f"Priorities must be >= 0, got a minimum of {priorities.min()}.")
+                f"Priorities must be >= 0, got a minimum of "
+                f"{priorities.min()}.")
         values = priorities ** self._priority_exponent
         with self._lock:
             applied = self.is_sampleable(indices)
@@ -735,8 +753,9 @@ class FrameReplayBuffer:
         """
         if state.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
-                f"Replay state has format_version {state.get('format_version')!r}; "
-                f"this code reads version {_FORMAT_VERSION}.")
+                f"Replay state has format_version "
+                f"{state.get('format_version')!r}; this code reads version "
+                f"{_FORMAT_VERSION}.")
         mismatched = []
         mine = self._config()
         for key, value in mine.items():
@@ -748,8 +767,8 @@ class FrameReplayBuffer:
         if mismatched:
             raise ValueError(
                 "Replay state does not match this buffer's settings ("
-                + "; ".join(mismatched) + "). Create the buffer with the saved "
-                "settings, e.g. with FrameReplayBuffer.load(directory).")
+                + "; ".join(mismatched) + "). Create the buffer with the "
+                "saved settings, e.g. with FrameReplayBuffer.load(directory).")
         counters = state["counters"]
         slots_written = int(counters["slots_written"])
         size = min(slots_written, self._capacity)
@@ -763,8 +782,9 @@ class FrameReplayBuffer:
             got = arrays[name]
             if tuple(got.shape) != tuple(want) or np.dtype(got.dtype) != dtype:
                 raise ValueError(
-                    f"Replay state array {name!r} has shape {tuple(got.shape)} "
-                    f"and dtype {got.dtype}; expected {tuple(want)} and {dtype}.")
+                    f"Replay state array {name!r} has shape "
+                    f"{tuple(got.shape)} and dtype {got.dtype}; expected "
+                    f"{tuple(want)} and {dtype}.")
         with self._lock:
             old_size = min(self._slots_written, self._capacity)
             for name, target in (("frames", self._frames),
@@ -806,8 +826,9 @@ class FrameReplayBuffer:
             files = {}
             for name, array in arrays.items():
                 filename = f"{name}.{generation}.npy"
-                _atomic_write(os.path.join(directory, filename),
-                              lambda f, a=array: np.save(f, a, allow_pickle=False))
+                _atomic_write(
+                    os.path.join(directory, filename),
+                    lambda f, a=array: np.save(f, a, allow_pickle=False))
                 files[name] = filename
             manifest = {
                 "format_version": _FORMAT_VERSION,
@@ -832,8 +853,8 @@ class FrameReplayBuffer:
         manifest_path = os.path.join(directory, _MANIFEST)
         if not os.path.exists(manifest_path):
             raise ValueError(
-                f"No replay buffer saved in {directory!r} (missing {_MANIFEST}); "
-                f"write one with FrameReplayBuffer.save().")
+                f"No replay buffer saved in {directory!r} (missing "
+                f"{_MANIFEST}); write one with FrameReplayBuffer.save().")
         with open(manifest_path, encoding="utf-8") as f:
             manifest = json.load(f)
         arrays = {
@@ -863,9 +884,10 @@ class FrameReplayBuffer:
         buffer.load_state_dict(state)
         return buffer
 
-    # -------------------------------------------------------- benchmark filling
+    # ------------------------------------------------------ benchmark filling
 
-    def _fill_for_benchmark(self, num_transitions, episode_length=1000, seed=0):
+    def _fill_for_benchmark(self, num_transitions, episode_length=1000,
+                            seed=0):
         """Bulk-writes synthetic terminal-ended episodes (benchmarks only).
 
         Produces exactly the state that ``num_transitions`` calls of
@@ -890,9 +912,10 @@ class FrameReplayBuffer:
                 steps = np.arange(start, stop)
                 slots = steps % cap
                 flags = np.where(terminals, TERMINAL, 0)
-                flags |= np.where(steps % episode_length == 0, EPISODE_START, 0)
+                flags |= np.where(steps % episode_length == 0, EPISODE_START,
+                                  0)
                 # Only the last `cap` steps are written, so the slots of all
-                # chunks are distinct and the order of the writes is irrelevant.
+                # chunks are distinct and the order of writing is irrelevant.
                 self._frames[slots] = frames
                 self._actions[slots] = actions
                 self._rewards[slots] = rewards
@@ -910,30 +933,33 @@ class FrameReplayBuffer:
 
     def _check_frame(self, frame, name):
         array = np.asarray(frame)
-        if array.shape != self._frame_shape or array.dtype != self._frame_dtype:
+        if (array.shape != self._frame_shape
+                or array.dtype != self._frame_dtype):
             raise ValueError(
-                f"{name} has shape {array.shape} and dtype {array.dtype}, but this "
-                f"buffer stores single frames of shape {self._frame_shape} and "
-                f"dtype {self._frame_dtype}. Pass the newest frame of the "
-                f"observation (not the whole stack), converted to that dtype.")
+                f"{name} has shape {array.shape} and dtype {array.dtype}, but "
+                f"this buffer stores single frames of shape "
+                f"{self._frame_shape} and dtype {self._frame_dtype}. Pass "
+                f"the newest frame of the observation (not the whole stack), "
+                f"converted to that dtype.")
         return array
 
     def _check_indices(self, indices):
         indices = np.asarray(indices)
         if indices.size and not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(
-                f"indices must be integers (from sample()['indices']), got dtype "
-                f"{indices.dtype}.")
+                f"indices must be integers (from sample()['indices']), got "
+                f"dtype {indices.dtype}.")
         indices = indices.astype(np.int64, copy=False).reshape(-1)
-        if indices.size and (indices.min() < 0 or indices.max() >= self._capacity):
+        if indices.size and (indices.min() < 0
+                             or indices.max() >= self._capacity):
             raise ValueError(
                 f"indices must lie in [0, {self._capacity}), got min "
                 f"{indices.min()} and max {indices.max()}.")
         return indices
 
 
-def synthetic_transitions(start, stop, frame_shape=(84, 84), frame_dtype=np.uint8,
-                          episode_length=1000, seed=0):
+def synthetic_transitions(start, stop, frame_shape=(84, 84),
+                          frame_dtype=np.uint8, episode_length=1000, seed=0):
     """Cheap deterministic transitions ``start..stop-1`` for benchmarks/tests.
 
     Frames cycle through 256 random patterns with the step number written
@@ -946,7 +972,8 @@ def synthetic_transitions(start, stop, frame_shape=(84, 84), frame_dtype=np.uint
     """
     rng = np.random.default_rng(seed)
     frame_dtype = np.dtype(frame_dtype)
-    patterns = rng.integers(0, 256, size=(256,) + tuple(frame_shape)).astype(frame_dtype)
+    patterns = rng.integers(0, 256, size=(256,) + tuple(frame_shape))
+    patterns = patterns.astype(frame_dtype)
     steps = np.arange(start, stop, dtype=np.int64)
     frames = patterns[steps % 256]
     flat = frames.reshape(len(steps), -1)
@@ -982,9 +1009,9 @@ def interleave_planes(planes, use_opencv=None):
     if depth == 1:
         return planes[0][..., None].copy()
     if use_opencv is None:
+        rows = count * int(np.prod(shape[:-1], dtype=np.int64))
         use_opencv = (_cv2() is not None and planes.dtype in _OPENCV_DTYPES
-                      and depth <= 512 and len(shape) >= 1
-                      and count * int(np.prod(shape[:-1], dtype=np.int64)) < 2 ** 31)
+                      and depth <= 512 and len(shape) >= 1 and rows < 2 ** 31)
     if use_opencv:
         cv2 = _cv2()
         rows = [plane.reshape(-1, shape[-1]) for plane in planes]
@@ -1016,7 +1043,8 @@ def _positive_int(value, name):
     try:
         integer = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.") from None
+        raise ValueError(
+            f"{name} must be a positive integer, got {value!r}.") from None
     if integer < 1:
         raise ValueError(f"{name} must be a positive integer, got {integer}.")
     return int(integer)
@@ -1034,26 +1062,29 @@ def _frame_shape(shape):
         shape = tuple(operator.index(d) for d in shape)
     except TypeError:
         raise ValueError(
-            f"frame_shape must be a tuple of positive ints such as (84, 84), got "
-            f"{shape!r}.") from None
+            f"frame_shape must be a tuple of positive ints such as (84, 84), "
+            f"got {shape!r}.") from None
     if not shape or min(shape) < 1:
         raise ValueError(
-            f"frame_shape must be a non-empty tuple of positive ints, got {shape}.")
+            f"frame_shape must be a non-empty tuple of positive ints, got "
+            f"{shape}.")
     return shape
 
 
 def _check_action(action):
-    if type(action) is int and _INT32.min <= action <= _INT32.max:  # Fast path.
+    # Fast path for the common case of a plain Python int.
+    if type(action) is int and _INT32.min <= action <= _INT32.max:
         return action
     array = np.asarray(action)
     if array.ndim != 0 or not (np.issubdtype(array.dtype, np.integer)
                                and array.dtype != np.bool_):
         raise ValueError(
-            f"action must be a scalar integer, got {action!r} (dtype {array.dtype}, "
-            f"shape {array.shape}).")
+            f"action must be a scalar integer, got {action!r} (dtype "
+            f"{array.dtype}, shape {array.shape}).")
     value = int(array)
     if not _INT32.min <= value <= _INT32.max:
-        raise ValueError(f"action {value} does not fit the int32 action storage.")
+        raise ValueError(
+            f"action {value} does not fit the int32 action storage.")
     return value
 
 

@@ -56,8 +56,8 @@ class BatchPrefetcher:
         self._batch_size = batch_size
         self._queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replay-prefetch",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run,
+                                        name="replay-prefetch", daemon=True)
         self._thread.start()
 
     def _run(self):
@@ -88,7 +88,8 @@ class BatchPrefetcher:
             except queue.Empty:
                 if not self._thread.is_alive() and self._queue.empty():
                     raise RuntimeError(
-                        "The replay prefetch thread stopped without a batch.") from None
+                        "The replay prefetch thread stopped without a "
+                        "batch.") from None
                 continue
             if ok:
                 return value

@@ -7,13 +7,14 @@ one root-to-leaf descent (Schaul et al., 2016, "Prioritized Experience Replay",
 Appendix B.2.1).
 
 Layout: a single float64 array of ``2 * capacity`` nodes in heap order. Node 1
-is the root, node ``k`` has children ``2k`` and ``2k + 1``, and leaf ``i`` lives
-at node ``capacity + i`` (node 0 is unused). This works for any capacity, not
-only powers of two: every node ``>= 2`` has exactly one parent, so node 1 sums
-all leaves. For capacities that are not powers of two the leaves sit at two
-different depths and the descent visits them in a fixed permuted order, which
-does not change the sampling distribution (each leaf still owns an interval of
-the cumulative mass as long as its priority). Memory: 16 bytes per leaf.
+is the root, node ``k`` has children ``2k`` and ``2k + 1``, and leaf ``i``
+lives at node ``capacity + i`` (node 0 is unused). This works for any
+capacity, not only powers of two: every node ``>= 2`` has exactly one parent,
+so node 1 sums all leaves. For capacities that are not powers of two the
+leaves sit at two different depths and the descent visits them in a fixed
+permuted order, which does not change the sampling distribution (each leaf
+still owns an interval of the cumulative mass as long as its priority).
+Memory: 16 bytes per leaf.
 
 All batch operations are vectorised over the batch; only the tree levels are
 looped over.
@@ -35,7 +36,8 @@ class SumTree:
     def __init__(self, capacity):
         if int(capacity) != capacity or capacity < 1:
             raise ValueError(
-                f"SumTree capacity must be a positive integer, got {capacity!r}.")
+                f"SumTree capacity must be a positive integer, got "
+                f"{capacity!r}.")
         self._capacity = int(capacity)
         # np.zeros maps zero pages lazily, so a large tree costs no resident
         # memory until leaves are written.
@@ -120,7 +122,8 @@ class SumTree:
         index = int(index)
         if not 0 <= index < self._capacity:
             raise ValueError(
-                f"SumTree leaf index {index} is outside [0, {self._capacity}).")
+                f"SumTree leaf index {index} is outside "
+                f"[0, {self._capacity}).")
         priority = float(priority)
         if not np.isfinite(priority) or priority < 0.0:
             raise ValueError(
@@ -172,7 +175,8 @@ class SumTree:
                 internal = nodes < cap
                 left = np.where(internal, left, 0)
                 left_sum = tree[left]
-                go_right = internal & (values >= left_sum) & (tree[left + 1] > 0.0)
+                go_right = (internal & (values >= left_sum)
+                            & (tree[left + 1] > 0.0))
                 values -= left_sum * go_right
                 nodes = np.where(internal, left + go_right, nodes)
         return nodes - cap
@@ -194,7 +198,8 @@ class SumTree:
             int64 array [batch_size] of leaf indices.
         """
         total = self._nodes[1]
-        offsets = np.arange(batch_size, dtype=np.float64) + rng.random(batch_size)
+        offsets = (np.arange(batch_size, dtype=np.float64)
+                   + rng.random(batch_size))
         return self.find(offsets * (total / batch_size))
 
     def rebuild(self):
@@ -226,9 +231,11 @@ class SumTree:
         indices = np.asarray(indices)
         if indices.size and not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(
-                f"SumTree indices must be integers, got dtype {indices.dtype}.")
+                f"SumTree indices must be integers, got dtype "
+                f"{indices.dtype}.")
         indices = indices.astype(np.int64, copy=False).reshape(-1)
-        if indices.size and (indices.min() < 0 or indices.max() >= self._capacity):
+        if indices.size and (indices.min() < 0
+                             or indices.max() >= self._capacity):
             raise ValueError(
                 f"SumTree leaf indices must lie in [0, {self._capacity}), got "
                 f"min {indices.min()} and max {indices.max()}.")
@@ -238,8 +245,9 @@ class SumTree:
     def _check_priorities(priorities):
         if priorities.size and not np.all(np.isfinite(priorities)):
             raise ValueError(
-                "Priorities must be finite; got NaN or inf (check the loss that "
-                "produced them).")
+                "Priorities must be finite; got NaN or inf (check the loss "
+                "that produced them).")
         if priorities.size and priorities.min() < 0.0:
             raise ValueError(
-                f"Priorities must be >= 0, got a minimum of {priorities.min()}.")
+                f"Priorities must be >= 0, got a minimum of "
+                f"{priorities.min()}.")
