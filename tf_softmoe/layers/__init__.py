@@ -10,7 +10,6 @@ from tf_softmoe.layers.expert_choice import ExpertChoice
 from tf_softmoe.layers.experts import ExpertMLP
 from tf_softmoe.layers.noisy_dense import NoisyDense
 from tf_softmoe.layers.soft_moe import SoftMoE
-from tf_softmoe.layers.soft_moe import routing_statistics
 from tf_softmoe.layers.tokenizers import TOKENIZERS
 from tf_softmoe.layers.tokenizers import PerConvTokenizer
 from tf_softmoe.layers.tokenizers import PerFeatTokenizer
@@ -25,5 +24,5 @@ __all__ = [
     "ExpertChoice", "ExpertMLP", "NoisyDense", "PerConvTokenizer",
     "PerExpertGlorotUniform", "PerFeatTokenizer", "PerPatchTokenizer",
     "PerSampleTokenizer", "ShuffledTokenizer", "SoftMoE", "TOKENIZERS",
-    "TokenAggregation", "TopKMoE", "make_tokenizer", "routing_statistics",
+    "TokenAggregation", "TopKMoE", "make_tokenizer",
 ]

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tf_softmoe.layers import _common
 from tf_softmoe.layers import experts as experts_lib
+from tf_softmoe.metrics import diagnostics
 
 _EPSILON = 1e-6
 
@@ -12,24 +13,6 @@ def l2_normalize(x, axis):
     """x / (‖x‖₂ + 1e-6) along `axis` (the reference adds ε to the norm)."""
     norm = tf.sqrt(tf.reduce_sum(tf.square(x), axis=axis, keepdims=True))
     return x / (norm + _EPSILON)
-
-
-def routing_statistics(combine_weights):
-    """Per-expert utilisation from combine weights `[batch, m, n, p]` (float32).
-
-    Returns:
-      gate: `[n]`, mean over batch and tokens of Σ_s C[b,i,e,s].
-      tokens_per_expert: `[n]`, per sample on average, the number of tokens
-        whose largest combine weight lies in one of expert e's slots.
-    """
-    shape = tf.shape(combine_weights)
-    n = combine_weights.shape[2]
-    gate = tf.reduce_mean(tf.reduce_sum(combine_weights, axis=3), axis=[0, 1])
-    flat = tf.reshape(combine_weights, [shape[0], shape[1], -1])
-    top_expert = tf.argmax(flat, axis=-1, output_type=tf.int32) // shape[3]
-    counts = tf.reduce_sum(tf.one_hot(top_expert, n, dtype=tf.float32), axis=[0, 1])
-    tokens_per_expert = counts / tf.cast(shape[0], tf.float32)
-    return gate, tokens_per_expert
 
 
 @tf.keras.utils.register_keras_serializable(package=_common.PACKAGE)
@@ -60,7 +43,8 @@ class SoftMoE(tf.keras.layers.Layer):
 
     Routing statistics: call with `return_routing=True` to get
     `(outputs, routing)` where `routing` is a dict with `gate [n]`,
-    `tokens_per_expert [n]` (see `routing_statistics`) and `expert_hidden
+    `tokens_per_expert [n]` (per sample; see
+    `tf_softmoe.metrics.diagnostics.expert_gate_statistics`) and `expert_hidden
     [batch, n, p, h]`; add `return_weights=True` for `dispatch_weights` and
     `combine_weights` `[batch, m, n, p]`. These are plain tensors, so they work
     in functional models and under XLA; write summaries outside the compiled
@@ -142,8 +126,9 @@ class SoftMoE(tf.keras.layers.Layer):
         outputs = tf.einsum("bnpd,bmnp->bmd", slot_outputs, tf.cast(combine, dtype))
         if not (return_routing or return_weights):
             return outputs
-        gate, tokens_per_expert = routing_statistics(combine)
-        routing = {"gate": gate, "tokens_per_expert": tokens_per_expert,
+        usage = diagnostics.expert_gate_statistics(combine)
+        routing = {"gate": usage.gate,
+                   "tokens_per_expert": usage.token_count_per_sample,
                    "expert_hidden": hidden}
         if return_weights:
             routing["dispatch_weights"] = dispatch

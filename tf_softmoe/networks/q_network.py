@@ -12,7 +12,8 @@ from tf_softmoe.networks import penultimate
 
 
 def _num_actions(action_spec):
-    if (not tensor_spec.is_discrete(action_spec) or action_spec.shape.rank != 0):
+    action_spec = tensor_spec.from_spec(action_spec)
+    if not tensor_spec.is_discrete(action_spec) or action_spec.shape.rank != 0:
         raise ValueError(
             f"The Q-network needs a scalar discrete action spec, got {action_spec}.")
     return int(action_spec.maximum) - int(action_spec.minimum) + 1
@@ -45,6 +46,7 @@ class QNetwork(network.Network):
     """
 
     def __init__(self, input_tensor_spec, action_spec, config=None, name="QNetwork"):
+        input_tensor_spec = tensor_spec.from_spec(input_tensor_spec)
         super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
         if config is None:
             config = config_lib.NetworkConfig()

@@ -1,0 +1,276 @@
+"""DQN and Rainbow agents: losses by hand, target sync, priorities, learning."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_softmoe import agents
+from tf_softmoe import envs
+from tf_softmoe import networks
+from tf_softmoe.agents import rainbow_agent
+from tf_softmoe.train import learner as learner_lib
+from tf_softmoe.train import loop
+
+SMALL_NET = networks.NetworkConfig(encoder="nature", penultimate="softmoe",
+                                   num_experts=2, hidden_units=16)
+
+
+def catch(seed):
+    return envs.CatchEnv(rows=6, columns=3, observation_shape=(12, 6, 1), seed=seed)
+
+
+def fast_config(preset, **overrides):
+    values = dict(min_replay_history=200, update_period=1, target_update_period=100,
+                  epsilon_decay_steps=600, replay_capacity=5000, learning_rate=1e-3)
+    if preset != "dqn":
+        values.update(n_step=1, v_min=-1.0, v_max=1.0, num_atoms=21)
+    values.update(overrides)
+    return agents.AgentConfig.preset(preset, **values)
+
+
+def random_batch(env, batch_size=8, seed=0, terminal_every=3):
+    rng = np.random.default_rng(seed)
+    shape = env.observation_spec().shape
+    discount = np.full(batch_size, 0.99 ** 3, np.float32)
+    discount[::terminal_every] = 0.0
+    return {
+        "state": rng.integers(0, 256, (batch_size,) + shape).astype(np.uint8),
+        "next_state": rng.integers(0, 256, (batch_size,) + shape).astype(np.uint8),
+        "action": rng.integers(0, 3, batch_size).astype(np.int32),
+        "reward": rng.normal(size=batch_size).astype(np.float32),
+        "discount": discount,
+        "importance_weights": rng.uniform(0.2, 1.0, batch_size).astype(np.float32),
+    }
+
+
+def test_presets_match_the_spec():
+    dqn = agents.AgentConfig.preset("dqn")
+    assert (dqn.kind, dqn.n_step, dqn.gamma, dqn.loss) == ("dqn", 1, 0.99, "mse")
+    assert (dqn.learning_rate, dqn.adam_epsilon) == (6.25e-5, 1.5e-4)
+    assert (dqn.min_replay_history, dqn.update_period, dqn.target_update_period) == (
+        20_000, 4, 8_000)
+    assert (dqn.epsilon_end, dqn.epsilon_decay_steps, dqn.epsilon_eval) == (
+        0.01, 250_000, 0.001)
+    assert not dqn.prioritized and dqn.replay_capacity == 1_000_000
+    rainbow = agents.AgentConfig.preset("rainbow")
+    assert (rainbow.kind, rainbow.n_step, rainbow.num_atoms) == ("rainbow", 3, 51)
+    assert (rainbow.v_min, rainbow.v_max) == (-10.0, 10.0)
+    assert rainbow.prioritized and rainbow.double_q and rainbow.dueling and rainbow.noisy
+    der = agents.AgentConfig.preset("der")
+    assert (der.n_step, der.learning_rate, der.min_replay_history) == (10, 1e-4, 1_600)
+    assert (der.update_period, der.target_update_period) == (1, 2_000)
+    # TF-Agents counts target periods in updates: 8000 agent steps / 4.
+    assert rainbow.train_steps_per_target_update == 2_000
+
+
+def test_epsilon_schedule_is_dopamines_linear_decay():
+    config = agents.AgentConfig.preset("dqn", min_replay_history=100,
+                                       epsilon_decay_steps=1000)
+    assert config.epsilon(0) == 1.0
+    assert config.epsilon(100) == 1.0
+    assert config.epsilon(600) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert config.epsilon(1100) == pytest.approx(0.01)
+    assert config.epsilon(10**6) == pytest.approx(0.01)
+    step = tf.Variable(600, dtype=tf.int64)
+    from tf_softmoe.agents import policies  # pylint: disable=import-outside-toplevel
+    assert float(policies.linear_epsilon(config, step)()) == pytest.approx(0.505)
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_dqn_loss_by_hand(double_q):
+    env = catch(0)
+    config = fast_config("dqn", double_q=double_q)
+    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    for v in agent._target_q_network.variables:  # pylint: disable=protected-access
+        v.assign(v + tf.random.normal(v.shape, stddev=0.05))  # target ≠ online
+    batch = random_batch(env)
+    learner = learner_lib.Learner(agent, jit_compile=False)
+    transition = agents.batch_to_transition(batch)
+    loss_info = agent._loss(transition, weights=batch["importance_weights"])  # pylint: disable=protected-access
+    q = agent._q_network(batch["state"])[0].numpy()  # pylint: disable=protected-access
+    q_next_target = agent._target_q_network(batch["next_state"])[0].numpy()  # pylint: disable=protected-access
+    if double_q:
+        best = agent._q_network(batch["next_state"])[0].numpy().argmax(1)  # pylint: disable=protected-access
+        bootstrap = q_next_target[np.arange(8), best]
+    else:
+        bootstrap = q_next_target.max(1)
+    target = batch["reward"] + batch["discount"] * bootstrap
+    chosen = q[np.arange(8), batch["action"]]
+    per_sample = 0.5 * (target - chosen) ** 2
+    np.testing.assert_allclose(loss_info.extra.td_loss, per_sample, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        loss_info.loss, np.mean(per_sample * batch["importance_weights"]), rtol=1e-4)
+    assert learner.q_network is agent._q_network  # pylint: disable=protected-access
+
+
+def test_c51_projection_by_hand():
+    """Support z = (-1, 0, 1). R = 0.5, γ^n = 1, next probs (0, 1, 0): the
+    shifted atom 0 + 0.5 = 0.5 lies halfway between 0 and 1 → (0, .5, .5).
+    With a terminal (γ^n = 0) every atom moves to R = 0.5 → (0, .5, .5) too;
+    with R = -2 (outside the support) all mass clips to -1 → (1, 0, 0)."""
+    support = tf.constant([-1.0, 0.0, 1.0])
+    probs = tf.constant([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5], [0.2, 0.3, 0.5]])
+    target = rainbow_agent.c51_target(tf.constant([0.5, 0.5, -2.0]),
+                                      tf.constant([1.0, 0.0, 0.9]), probs, support)
+    np.testing.assert_allclose(target, [[0.0, 0.5, 0.5], [0.0, 0.5, 0.5],
+                                        [1.0, 0.0, 0.0]], atol=1e-6)
+    # γ^n = 0.5, R = 0: atoms (-.5, 0, .5) → -.5 splits (.5, .5, 0), .5 splits
+    # (0, .5, .5): with probs (.2, .3, .5) → (.1, .1+.3+.25, .25).
+    target = rainbow_agent.c51_target(tf.constant([0.0]), tf.constant([0.5]),
+                                      probs[1:2], support)
+    np.testing.assert_allclose(target, [[0.1, 0.65, 0.25]], atol=1e-6)
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_rainbow_loss_by_hand(double_q):
+    env = catch(0)
+    config = fast_config("rainbow", double_q=double_q, noisy=False)
+    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    for v in agent._target_q_network.variables:  # pylint: disable=protected-access
+        v.assign(v + tf.random.normal(v.shape, stddev=0.05))
+    batch = random_batch(env)
+    loss_info = agent._loss(agents.batch_to_transition(batch),  # pylint: disable=protected-access
+                            weights=batch["importance_weights"])
+    support = np.linspace(-1, 1, 21).astype(np.float32)
+    softmax = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(  # noqa: E731
+        x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    logits = agent._q_network(batch["state"])[0].numpy()  # pylint: disable=protected-access
+    target_p = softmax(agent._target_q_network(batch["next_state"])[0].numpy())  # pylint: disable=protected-access
+    selector = (softmax(agent._q_network(batch["next_state"])[0].numpy())  # pylint: disable=protected-access
+                if double_q else target_p)
+    best = (selector * support).sum(-1).argmax(-1)
+    next_p = target_p[np.arange(8), best]
+    m = np.zeros((8, 21))
+    for b in range(8):  # explicit projection, atom by atom
+        for j in range(21):
+            tz = np.clip(batch["reward"][b] + batch["discount"][b] * support[j], -1, 1)
+            pos = (tz + 1) / 0.1
+            lo, hi = int(np.floor(pos + 1e-6)), int(np.ceil(pos - 1e-6))
+            if lo == hi:
+                m[b, lo] += next_p[b, j]
+            else:
+                m[b, lo] += next_p[b, j] * (hi - pos)
+                m[b, hi] += next_p[b, j] * (pos - lo)
+    chosen = logits[np.arange(8), batch["action"]]
+    log_p = chosen - np.log(np.exp(chosen).sum(-1, keepdims=True))
+    per_sample = -(m * log_p).sum(-1)
+    np.testing.assert_allclose(loss_info.extra.per_sample_loss, per_sample,
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(loss_info.loss,
+                               np.mean(per_sample * batch["importance_weights"]),
+                               rtol=1e-4)
+
+
+def test_target_network_syncs_every_period():
+    env = catch(0)
+    config = fast_config("dqn", update_period=1, target_update_period=3)
+    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    learner = learner_lib.Learner(agent, jit_compile=False)
+    online = agent._q_network.trainable_variables  # pylint: disable=protected-access
+    target = agent._target_q_network.trainable_variables  # pylint: disable=protected-access
+
+    def synced():
+        return all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(online, target))
+
+    assert synced()  # initialize() copies the weights
+    batch = random_batch(env)
+    for update in range(1, 7):
+        learner.train(batch)
+        assert int(agent.train_step_counter.numpy()) == update
+        # TF-Agents' Periodically fires on the update that makes the count a
+        # multiple of the period.
+        assert synced() == (update % 3 == 0), update
+
+
+def test_xla_train_step_matches_graph():
+    env = catch(0)
+    config = fast_config("rainbow", noisy=False)
+    batch = random_batch(env)
+    results = []
+    for jit in (False, True):
+        tf.random.set_seed(0)
+        agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(),
+                                  env.action_spec())
+        if results:
+            for v, saved in zip(agent._q_network.variables, results[0][1]):  # pylint: disable=protected-access
+                v.assign(saved)
+            agent._update_target()  # pylint: disable=protected-access
+        weights = [v.numpy() for v in agent._q_network.variables]  # pylint: disable=protected-access
+        out = learner_lib.Learner(agent, jit_compile=jit).train(batch)
+        results.append((out, weights))
+    np.testing.assert_allclose(results[0][0]["per_sample_loss"],
+                               results[1][0]["per_sample_loss"], rtol=1e-4, atol=1e-5)
+
+
+def test_priorities_follow_the_per_sample_loss():
+    env = catch(0)
+    config = fast_config("rainbow", min_replay_history=64, update_period=100)
+    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
+    learner = learner_lib.Learner(agent, jit_compile=False)
+    trainer = loop.Trainer(env, agent, replay, learner, config, seed=0)
+    trainer.run(80)
+    stats = loop.PhaseStats()
+    original_sample = replay.sample
+    seen = {}
+
+    def recording_sample(batch_size):
+        batch = original_sample(batch_size)
+        seen.update(batch)
+        return batch
+
+    replay.sample = recording_sample
+    original_train = learner.train
+
+    def recording_train(batch):
+        out = original_train(batch)
+        seen["per_sample_loss"] = out["per_sample_loss"]
+        return out
+
+    learner.train = recording_train
+    trainer.learn(stats)
+    expected = np.sqrt(seen["per_sample_loss"].astype(np.float64) + 1e-10)
+    np.testing.assert_allclose(replay.get_priorities(seen["indices"]), expected,
+                               rtol=1e-5)
+
+
+def test_noisy_collect_policy_explores_and_greedy_policy_does_not():
+    env = catch(0)
+    config = fast_config("rainbow", epsilon_start=0.0, epsilon_end=0.0,
+                         noisy_sigma0=5.0)
+    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    step = env.reset()
+    greedy = loop.CompiledPolicy(agent.policy)
+    collect = loop.CompiledPolicy(agent.collect_policy)
+    assert len({greedy.action(step) for _ in range(20)}) == 1
+    assert len({collect.action(step) for _ in range(40)}) > 1
+
+
+@pytest.mark.parametrize("preset,steps", [("dqn", 1000), ("rainbow", 1600)])
+def test_softmoe_agent_learns_catch(preset, steps):
+    """Learning, not just running: near-optimal greedy return on Catch."""
+    tf.random.set_seed(0)
+    np.random.seed(0)
+    env, eval_env = catch(0), catch(1)
+    config = fast_config(preset)
+    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
+    learner = learner_lib.Learner(agent, jit_compile=False)
+    trainer = loop.Trainer(env, agent, replay, learner, config, seed=0)
+    stats = trainer.run(steps)
+    assert stats.updates == steps - config.min_replay_history + 1
+    returns, _ = loop.evaluate(eval_env, agent.policy, num_episodes=30)
+    assert np.mean(returns) >= 0.9, returns
+
+
+def test_inconsistent_agent_settings():
+    with pytest.raises(ValueError, match="kind='ppo' is not valid"):
+        agents.AgentConfig(kind="ppo")
+    with pytest.raises(ValueError, match="Unknown agent preset 'c51'"):
+        agents.AgentConfig.preset("c51")
+    with pytest.raises(ValueError, match="target_update_period=10 must be a multiple"):
+        agents.AgentConfig.preset("dqn", update_period=4, target_update_period=10)
+    with pytest.raises(ValueError, match="min_replay_history=8 must be >= batch_size=32"):
+        agents.AgentConfig.preset("dqn", min_replay_history=8)
+    with pytest.raises(ValueError, match="v_max > v_min"):
+        agents.AgentConfig.preset("rainbow", v_min=1.0, v_max=1.0)

@@ -1,0 +1,76 @@
+"""DQN (Mnih et al., 2015) on TF-Agents' DqnAgent, with Dopamine's defaults."""
+
+import tensorflow as tf
+from tf_agents.agents.dqn import dqn_agent
+from tf_agents.policies import epsilon_greedy_policy
+from tf_agents.policies import q_policy
+
+from tf_softmoe.agents import policies
+
+
+def half_squared_error(targets, predictions):
+    """0.5·(target − prediction)², Dopamine's `mse_loss`, element-wise."""
+    return 0.5 * tf.math.squared_difference(targets, predictions)
+
+
+def huber(targets, predictions):
+    """Huber loss with δ = 1, element-wise."""
+    return tf.compat.v1.losses.huber_loss(
+        targets, predictions, reduction=tf.compat.v1.losses.Reduction.NONE)
+
+
+class DqnAgent(dqn_agent.DqnAgent):
+    """TF-Agents DqnAgent fed with n-step transitions from `FrameReplayBuffer`.
+
+    The replay buffer computes the n-step return R and the bootstrap discount
+    γ^n' (0 after a terminal), so the TF-Agents agent is built with gamma=1:
+    its target `R + 1 · discount · max_a Q_target(s', a)` is then exactly
+    Dopamine's. The per-sample TD loss comes back in `loss_info.extra.td_loss`
+    (for priorities), importance weights go in through `weights`.
+
+    Args:
+      time_step_spec, action_spec: the environment's specs.
+      q_network: a `tf_softmoe.networks.QNetwork` with head "dqn".
+      agent_config: an `AgentConfig` of kind "dqn".
+      agent_step: int64 variable counting environment steps (drives ε).
+      train_step_counter: int64 variable counting gradient updates.
+      optimizer: optional; Adam(lr, eps) from the config by default.
+    """
+
+    def __init__(self, time_step_spec, action_spec, q_network, agent_config,
+                 agent_step, train_step_counter=None, optimizer=None):
+        self.agent_config = agent_config
+        self.agent_step = agent_step
+        optimizer = optimizer or tf.keras.optimizers.Adam(
+            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon)
+        super().__init__(
+            time_step_spec, action_spec, q_network=q_network, optimizer=optimizer,
+            epsilon_greedy=policies.linear_epsilon(agent_config, agent_step),
+            n_step_update=1,
+            target_update_period=agent_config.train_steps_per_target_update,
+            td_errors_loss_fn=(huber if agent_config.loss == "huber"
+                               else half_squared_error),
+            gamma=1.0,
+            gradient_clipping=agent_config.max_gradient_norm,
+            train_step_counter=train_step_counter)
+        if agent_config.noisy:
+            noisy_policy = q_policy.QPolicy(
+                time_step_spec, action_spec,
+                q_network=policies.NoisyExplorationNetwork(self._q_network))
+            self._collect_policy = epsilon_greedy_policy.EpsilonGreedyPolicy(
+                noisy_policy, epsilon=self._epsilon_greedy)
+
+    def _compute_next_q_values(self, next_time_steps, info):
+        if not self.agent_config.double_q:
+            return super()._compute_next_q_values(next_time_steps, info)
+        # Double DQN: the online network picks a', the target network rates it.
+        online, _ = self._q_network(next_time_steps.observation,
+                                    step_type=next_time_steps.step_type)
+        best = tf.argmax(online, axis=-1, output_type=tf.int32)
+        target, _ = self._target_q_network(next_time_steps.observation,
+                                           step_type=next_time_steps.step_type)
+        return tf.gather(target, best, batch_dims=1)
+
+    def per_sample_loss(self, loss_info):
+        """Per-sample loss for priority updates."""
+        return loss_info.extra.td_loss

@@ -1,0 +1,136 @@
+"""Rainbow (Hessel et al., 2018) on TF-Agents' CategoricalDqnAgent.
+
+TF-Agents' categorical loss ignores importance weights and returns no
+per-sample loss, and has no double-Q; this agent computes the C51 loss itself
+(re-using TF-Agents' projection) so that prioritized replay can be updated
+after every step and importance-weighted.
+"""
+
+import collections
+
+import tensorflow as tf
+from tf_agents.agents import tf_agent
+from tf_agents.agents.categorical_dqn import categorical_dqn_agent
+from tf_agents.policies import categorical_q_policy
+from tf_agents.policies import epsilon_greedy_policy
+
+from tf_softmoe.agents import policies
+
+RainbowLossInfo = collections.namedtuple(
+    "RainbowLossInfo", ["per_sample_loss", "td_error"])
+
+
+def c51_target(reward, discount, next_probs, support):
+    """Projected C51 target m = Φ(R + γ^n' z, p(s', a*)) on the support z.
+
+    Args:
+      reward: [B] n-step returns R.
+      discount: [B] bootstrap factors γ^n' (0 after a terminal).
+      next_probs: [B, atoms] target-network probabilities at a*.
+      support: [atoms] evenly spaced atoms z.
+
+    Returns:
+      [B, atoms] target probabilities (TF-Agents' `project_distribution`).
+    """
+    target_support = reward[:, None] + discount[:, None] * support[None, :]
+    return categorical_dqn_agent.project_distribution(target_support, next_probs, support)
+
+
+class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
+    """C51 + n-step + prioritized replay + double-Q + dueling + noisy nets.
+
+    Loss per sample (Bellemare et al., 2017), with support z of `num_atoms`
+    atoms on [v_min, v_max], n-step return R and bootstrap discount γ^n'
+    (0 after a terminal), both from the replay buffer:
+
+        a* = argmax_a Σ_j z_j p_online(s', a)_j   (double-Q; target net if off)
+        m  = Φ(R + γ^n' z, p_target(s', a*))      projection onto z
+        ℓ  = −Σ_j m_j log p_online(s, a)_j        cross-entropy
+        L  = mean_b w_b ℓ_b                       w: importance weights
+
+    `loss_info.extra.per_sample_loss` holds ℓ for the priority update and
+    `loss_info.extra.td_error` the difference of the means E[m] − E[Z(s,a)]
+    (priority = (ℓ + 1e-10)^α, Dopamine's sqrt for α = 0.5). With noisy nets,
+    online and target networks draw independent noise during learning
+    (Fortunato et al.), the collect policy draws noise, the greedy policy
+    uses the means.
+
+    Args:
+      time_step_spec, action_spec: the environment's specs.
+      q_network: a `tf_softmoe.networks.QNetwork` with head "c51".
+      agent_config: an `AgentConfig` of kind "rainbow".
+      agent_step: int64 variable counting environment steps (drives ε).
+      train_step_counter: int64 variable counting gradient updates.
+      optimizer: optional; Adam(lr, eps) from the config by default.
+    """
+
+    def __init__(self, time_step_spec, action_spec, q_network, agent_config,
+                 agent_step, train_step_counter=None, optimizer=None):
+        self.agent_config = agent_config
+        self.agent_step = agent_step
+        optimizer = optimizer or tf.keras.optimizers.Adam(
+            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon)
+        super().__init__(
+            time_step_spec, action_spec, categorical_q_network=q_network,
+            optimizer=optimizer,
+            min_q_value=agent_config.v_min, max_q_value=agent_config.v_max,
+            epsilon_greedy=policies.linear_epsilon(agent_config, agent_step),
+            n_step_update=1,
+            target_update_period=agent_config.train_steps_per_target_update,
+            gamma=1.0,
+            gradient_clipping=agent_config.max_gradient_norm,
+            train_step_counter=train_step_counter)
+        if agent_config.noisy:
+            noisy_policy = categorical_q_policy.CategoricalQPolicy(
+                time_step_spec, action_spec,
+                policies.NoisyExplorationNetwork(self._q_network),
+                agent_config.v_min, agent_config.v_max)
+            self._collect_policy = epsilon_greedy_policy.EpsilonGreedyPolicy(
+                noisy_policy, epsilon=self._epsilon_greedy)
+
+    @property
+    def support(self):
+        return self._support
+
+    def _loss(self, experience, td_errors_loss_fn=None, gamma=1.0,
+              reward_scale_factor=1.0, weights=None, training=False):
+        del td_errors_loss_fn, gamma  # the C51 loss; γ^n' comes with the batch
+        time_steps, policy_steps, next_time_steps = self._as_transition(experience)
+        actions = tf.cast(policy_steps.action, tf.int32)
+        support = self._support
+        logits, _ = self._q_network(time_steps.observation, training=training)
+        chosen_logits = tf.gather(logits, actions, batch_dims=1)  # [B, atoms]
+
+        target_logits, _ = self._target_q_network(
+            next_time_steps.observation, training=training)
+        target_probs = tf.nn.softmax(target_logits, axis=-1)
+        if self.agent_config.double_q:
+            online_next, _ = self._q_network(next_time_steps.observation,
+                                             training=training)
+            selector = tf.nn.softmax(online_next, axis=-1)
+        else:
+            selector = target_probs
+        best = tf.argmax(tf.reduce_sum(selector * support, axis=-1), axis=-1,
+                         output_type=tf.int32)
+        next_probs = tf.gather(target_probs, best, batch_dims=1)  # [B, atoms]
+
+        target = tf.stop_gradient(c51_target(
+            reward_scale_factor * next_time_steps.reward, next_time_steps.discount,
+            next_probs, support))
+        per_sample = tf.nn.softmax_cross_entropy_with_logits(
+            labels=target, logits=chosen_logits)
+        if weights is None:
+            loss = tf.reduce_mean(per_sample)
+        else:
+            loss = tf.reduce_mean(tf.cast(weights, per_sample.dtype) * per_sample)
+        if self._q_network.losses:
+            loss += tf.add_n(self._q_network.losses)
+        # TD error of the means: E[target] − E[Z(s, a)].
+        chosen_q = tf.reduce_sum(tf.nn.softmax(chosen_logits, axis=-1) * support, -1)
+        td_error = tf.reduce_sum(target * support, axis=-1) - chosen_q
+        return tf_agent.LossInfo(loss, RainbowLossInfo(
+            per_sample_loss=per_sample, td_error=td_error))
+
+    def per_sample_loss(self, loss_info):
+        """Per-sample cross-entropy for priority updates."""
+        return loss_info.extra.per_sample_loss

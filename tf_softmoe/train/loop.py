@@ -1,0 +1,220 @@
+"""Collection and learning: the agent-step loop shared by training and tests.
+
+One agent step: the collect policy acts in the environment, the newest frame
+and the (clipped) reward go into the frame-once replay buffer, and every
+`update_period` steps past `min_replay_history` the learner makes one
+compiled update on a sampled batch (then priorities are updated when the
+replay is prioritized). Episode returns are the RAW game scores.
+"""
+
+import dataclasses
+import time
+from typing import List
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from tf_softmoe import replay as replay_lib
+
+
+def make_replay(agent_config, frame_shape, seed=None):
+    """The replay buffer an `AgentConfig` asks for."""
+    return replay_lib.FrameReplayBuffer(
+        capacity=agent_config.replay_capacity, frame_shape=frame_shape[:2],
+        stack_size=frame_shape[2], n_step=agent_config.n_step, gamma=agent_config.gamma,
+        prioritized=agent_config.prioritized, priority_exponent=1.0,
+        importance_exponent=agent_config.importance_exponent, seed=seed)
+
+
+class CompiledPolicy:
+    """A TF-Agents policy's `action` as one graph call per agent step.
+
+    The function has a fixed input signature (a batch of one time step), so a
+    call does no retracing checks and NumPy inputs go in without copies.
+    """
+
+    def __init__(self, policy, seed=None):
+        if seed is not None:
+            tf.random.set_seed(seed)
+        spec = policy.time_step_spec
+
+        def batched(s):
+            return tf.TensorSpec([1] + list(s.shape), s.dtype)
+
+        def action(step_type, reward, discount, observation):
+            step = ts.TimeStep(step_type, reward, discount, observation)
+            return policy.action(step).action
+
+        self._action = tf.function(action, autograph=False, input_signature=[
+            batched(spec.step_type), batched(spec.reward), batched(spec.discount),
+            batched(spec.observation)])
+
+    def action(self, time_step):
+        out = self._action(*(np.asarray(x)[None] for x in time_step))
+        return int(out.numpy()[0])
+
+
+@dataclasses.dataclass
+class PhaseStats:
+    """What one call of `Trainer.run` did."""
+
+    agent_steps: int = 0
+    updates: int = 0
+    episode_returns: List[float] = dataclasses.field(default_factory=list)
+    episode_lengths: List[int] = dataclasses.field(default_factory=list)
+    losses: List[float] = dataclasses.field(default_factory=list)
+    td_error_means: List[float] = dataclasses.field(default_factory=list)
+    td_error_vars: List[float] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    diagnostics: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def steps_per_second(self):
+        return self.agent_steps / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self):
+        """Scalars of the phase (NaN where nothing happened)."""
+        def mean(values):
+            return float(np.mean(values)) if values else float("nan")
+        return {
+            "episode_return": mean(self.episode_returns),
+            "episode_length": mean(self.episode_lengths),
+            "episodes": len(self.episode_returns),
+            "loss": mean(self.losses),
+            "td_error_mean": mean(self.td_error_means),
+            "td_error_var": mean(self.td_error_vars),
+            "agent_steps": self.agent_steps,
+            "updates": self.updates,
+            "steps_per_second": self.steps_per_second,
+        }
+
+
+class Trainer:
+    """Runs agent steps: collect into replay, learn on schedule.
+
+    Args:
+      env: a TF-Agents PyEnvironment with stacked uint8 frames `[H, W, S]`
+        whose `get_info()` reports `episode_ended` / `episode_raw_return` /
+        `episode_length` (tf_softmoe's Atari and Catch environments); other
+        environments are accepted and their returns summed here.
+      agent: a `DqnAgent` / `RainbowAgent` (its `agent_step` is advanced).
+      replay: a `FrameReplayBuffer`.
+      learner: a `Learner` for the agent.
+      agent_config: the `AgentConfig`.
+      diagnostics_period: updates between diagnostics (0: never).
+      dormant_taus: thresholds of the dormant-neuron fractions.
+    """
+
+    def __init__(self, env, agent, replay, learner, agent_config,
+                 diagnostics_period=0, dormant_taus=(0.0, 0.025), seed=None):
+        self.env = env
+        self.agent = agent
+        self.replay = replay
+        self.learner = learner
+        self.config = agent_config
+        self.diagnostics_period = diagnostics_period
+        self.dormant_taus = tuple(dormant_taus)
+        self.policy = CompiledPolicy(agent.collect_policy, seed=seed)
+        self._time_step = None
+        self._episode_return = 0.0
+        self._episode_length = 0
+
+    @property
+    def agent_step(self):
+        return int(self.agent.agent_step.numpy())
+
+    def _clip(self, reward):
+        clip = self.config.reward_clip
+        return float(np.clip(reward, -clip, clip)) if clip is not None else float(reward)
+
+    def _episode_info(self, next_step):
+        info = self.env.get_info() if hasattr(self.env, "get_info") else None
+        if info is not None:
+            return info["episode_ended"], info["episode_raw_return"], info["episode_length"]
+        self._episode_return += float(next_step.reward)
+        self._episode_length += 1
+        ended = bool(next_step.is_last())
+        result = (ended, self._episode_return, self._episode_length)
+        if ended:
+            self._episode_return, self._episode_length = 0.0, 0
+        return result
+
+    def learn(self, stats):
+        """One update on a sampled batch; priorities updated when prioritized."""
+        batch = self.replay.sample(self.config.batch_size)
+        start = time.perf_counter()
+        out = self.learner.train(batch)
+        stats.train_seconds += time.perf_counter() - start
+        if self.replay.prioritized:
+            priorities = (out["per_sample_loss"].astype(np.float64) + 1e-10) ** (
+                self.config.priority_exponent)
+            self.replay.update_priorities(batch["indices"], priorities)
+        stats.updates += 1
+        stats.losses.append(float(out["loss"]))
+        stats.td_error_means.append(float(out["td_error_mean"]))
+        stats.td_error_vars.append(float(out["td_error_var"]))
+        if self.diagnostics_period and stats.updates % self.diagnostics_period == 0:
+            stats.diagnostics = self.learner.diagnostics(batch, self.dormant_taus)
+
+    def run(self, num_steps):
+        """Runs `num_steps` agent steps; returns `PhaseStats`."""
+        stats = PhaseStats()
+        start = time.perf_counter()
+        cfg = self.config
+        for _ in range(num_steps):
+            if self._time_step is None or self._time_step.is_last():
+                self._time_step = self.env.reset()
+            current = self._time_step
+            action = self.policy.action(current)
+            next_step = self.env.step(np.asarray(action, dtype=self.env.action_spec().dtype))
+            last = bool(next_step.step_type == ts.StepType.LAST)
+            terminal = last and float(next_step.discount) == 0.0
+            truncated = last and not terminal
+            self.replay.add(
+                current.observation[..., -1], action, self._clip(next_step.reward),
+                terminal, truncated=truncated,
+                next_frame=next_step.observation[..., -1] if truncated else None)
+            self.agent.agent_step.assign_add(1)
+            stats.agent_steps += 1
+            ended, episode_return, episode_length = self._episode_info(next_step)
+            if ended:
+                stats.episode_returns.append(float(episode_return))
+                stats.episode_lengths.append(int(episode_length))
+            self._time_step = next_step
+            step = self.agent_step
+            if step >= cfg.min_replay_history and step % cfg.update_period == 0:
+                self.learn(stats)
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+
+def evaluate(env, policy, num_episodes, max_steps=None):
+    """Plays `num_episodes` full episodes with `policy`; returns their raw
+    returns and lengths (lists)."""
+    compiled = CompiledPolicy(policy)
+    returns, lengths = [], []
+    steps = 0
+    time_step = env.reset()
+    episode_return, episode_length = 0.0, 0
+    while len(returns) < num_episodes:
+        if max_steps is not None and steps >= max_steps:
+            break
+        time_step = env.step(np.asarray(compiled.action(time_step),
+                                        dtype=env.action_spec().dtype))
+        steps += 1
+        info = env.get_info() if hasattr(env, "get_info") else None
+        episode_return += float(time_step.reward)
+        episode_length += 1
+        ended = info["episode_ended"] if info is not None else bool(time_step.is_last())
+        if ended:
+            if info is not None:
+                episode_return, episode_length = (info["episode_raw_return"],
+                                                  info["episode_length"])
+            returns.append(float(episode_return))
+            lengths.append(int(episode_length))
+            episode_return, episode_length = 0.0, 0
+        if time_step.is_last():
+            time_step = env.reset()
+    return returns, lengths
