@@ -35,7 +35,10 @@ def pytest_test(name, src, deps = [], data = [], args = [], size = "medium", **k
     )
 
 def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "medium", **kwargs):
-    """A `pytest_test` per file in `srcs`, plus a `test_suite` of them all.
+    """A `pytest_test` per file in `srcs`, plus `test_suite`s that group them.
+
+    The suite `name` holds every test; a suite "<dir>/all" holds the tests of
+    each directory (e.g. //:tests/layers/all), not counting subdirectories.
 
     Args:
       name: name of the `test_suite` that holds every generated test.
@@ -48,6 +51,7 @@ def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "med
       **kwargs: passed on to every `py_test`.
     """
     tests = []
+    tests_by_dir = {}
     for src in srcs:
         if not src.endswith(".py"):
             fail("pytest_tests: %s is not a .py file" % src)
@@ -65,4 +69,9 @@ def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "med
             **kwargs
         )
         tests.append(":" + test_name)
+        directory = src.rpartition("/")[0]
+        if directory:
+            tests_by_dir.setdefault(directory, []).append(":" + test_name)
     native.test_suite(name = name, tests = tests)
+    for directory, dir_tests in tests_by_dir.items():
+        native.test_suite(name = directory + "/all", tests = dir_tests)
