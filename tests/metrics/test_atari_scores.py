@@ -37,27 +37,26 @@ def test_reference_scores_spot_checks(game, random, human):
 
 
 def test_human_normalized_score_hand_values():
+    hns = atari_scores.human_normalized_score
     # Pong: (0 - (-20.7)) / (14.6 - (-20.7)) = 20.7 / 35.3 = 0.586402266...
-    assert atari_scores.human_normalized_score("Pong", 0.0) == pytest.approx(
-        20.7 / 35.3, rel=1e-12)
-    assert atari_scores.human_normalized_score("Pong", 0.0) == pytest.approx(
-        0.5864022663, abs=1e-9)
+    assert hns("Pong", 0.0) == pytest.approx(20.7 / 35.3, rel=1e-12)
+    assert hns("Pong", 0.0) == pytest.approx(0.5864022663, abs=1e-9)
     # Breakout: (30.5 - 1.7) / (30.5 - 1.7) = 1 at human level; 400 ->
     # (400 - 1.7) / 28.8 = 398.3 / 28.8 = 13.829861...
-    assert atari_scores.human_normalized_score("Breakout", 30.5) == pytest.approx(1.0)
-    assert atari_scores.human_normalized_score("Breakout", 400.0) == pytest.approx(
-        13.8298611111, abs=1e-9)
+    assert hns("Breakout", 30.5) == pytest.approx(1.0)
+    assert hns("Breakout", 400.0) == pytest.approx(13.8298611111, abs=1e-9)
     # Asterix: (1000 - 210) / (8503.3 - 210) = 790 / 8293.3 = 0.095257...
-    assert atari_scores.human_normalized_score("Asterix", 1000.0) == pytest.approx(
-        0.0952576176, abs=1e-9)
+    assert hns("Asterix", 1000.0) == pytest.approx(0.0952576176, abs=1e-9)
 
 
 def test_human_normalized_score_is_vectorised():
     raw = np.array([[-20.7, 14.6], [-3.05, 49.9]])
     normalised = atari_scores.human_normalized_score("pong", raw)
     assert normalised.shape == (2, 2)
-    # -3.05 is halfway between -20.7 and 14.6; 49.9 = 14.6 + 35.3 is two humans.
-    np.testing.assert_allclose(normalised, [[0.0, 1.0], [0.5, 2.0]], atol=1e-12)
+    # -3.05 is halfway between -20.7 and 14.6; 49.9 = 14.6 + 35.3 is two
+    # humans.
+    np.testing.assert_allclose(normalised, [[0.0, 1.0], [0.5, 2.0]],
+                               atol=1e-12)
     assert isinstance(atari_scores.human_normalized_score("Pong", 14.6), float)
 
 
@@ -93,7 +92,7 @@ def test_unknown_game_without_close_names_lists_all():
 
 
 def test_airraid_is_not_normalisable():
-    with pytest.raises(ValueError, match="AirRaid.*no|AirRaid.*not one of the 57"):
+    with pytest.raises(ValueError, match="AirRaid.*not one of the 57"):
         atari_scores.human_normalized_score("ALE/AirRaid-v5", 1000.0)
 
 
@@ -104,13 +103,15 @@ def test_non_string_game_is_rejected():
 
 def test_human_normalized_matrix_per_game_columns():
     raw = np.array([[-20.7, 1.7], [14.6, 30.5], [-3.05, 16.1]])
-    normalised = atari_scores.human_normalized_matrix(raw, ["Pong", "breakout"])
+    normalised = atari_scores.human_normalized_matrix(
+        raw, ["Pong", "breakout"])
     # Breakout 16.1 = 1.7 + 14.4 = halfway to human (28.8 / 2).
-    np.testing.assert_allclose(normalised, [[0, 0], [1, 1], [0.5, 0.5]], atol=1e-12)
+    np.testing.assert_allclose(normalised, [[0, 0], [1, 1], [0.5, 0.5]],
+                               atol=1e-12)
     curves = np.stack([raw, raw], axis=-1)  # [runs, games, iterations]
-    np.testing.assert_allclose(
-        atari_scores.human_normalized_matrix(curves, ["Pong", "Breakout"])[..., 1],
-        normalised)
+    curves_normalised = atari_scores.human_normalized_matrix(
+        curves, ["Pong", "Breakout"])
+    np.testing.assert_allclose(curves_normalised[..., 1], normalised)
 
 
 def test_human_normalized_matrix_checks_game_count():

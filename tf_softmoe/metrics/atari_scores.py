@@ -4,12 +4,14 @@ The human-normalised score of a raw game score is
 
     hns = (score - random) / (human - random),
 
-so 0 is the score of a uniformly random policy and 1 the score of a professional human
-tester (Mnih et al. 2015; van Hasselt et al. 2016). The per-game reference scores live in
-`data/atari_human_random.csv` (57 games; provenance in `data/README.md`).
+so 0 is the score of a uniformly random policy and 1 the score of a
+professional human tester (Mnih et al. 2015; van Hasselt et al. 2016). The
+per-game reference scores live in `data/atari_human_random.csv` (57 games;
+provenance in `data/README.md`).
 
 Game names are accepted in any of the usual spellings: 'Pong', 'pong',
-'ALE/Pong-v5', 'PongNoFrameskip-v4', 'ms_pacman', 'MsPacman', 'montezuma-revenge'.
+'ALE/Pong-v5', 'PongNoFrameskip-v4', 'ms_pacman', 'MsPacman',
+'montezuma-revenge'.
 """
 
 import csv
@@ -23,8 +25,8 @@ import numpy as np
 
 _DATA_FILE = "atari_human_random.csv"
 
-# Games of Dopamine's 60-game list that the 57-game table leaves out: there is no
-# standard human score for them, so they get their own error message.
+# Games of Dopamine's 60-game list that the 57-game table leaves out: there
+# is no standard human score for them, so they get their own error message.
 _GAMES_WITHOUT_HUMAN_SCORE = ("AirRaid", "Carnival", "ElevatorAction",
                               "JourneyEscape", "Pooyan")
 
@@ -40,9 +42,10 @@ class ReferenceScores(NamedTuple):
 
 
 def _game_key(name: str) -> str:
-    """Reduces a game name to lower-case letters and digits, without env decorations.
+    """Reduces a game name to lower-case letters and digits.
 
-    'ALE/MsPacman-v5', 'MsPacmanNoFrameskip-v4' and 'ms_pacman' all become 'mspacman'.
+    Environment decorations go too: 'ALE/MsPacman-v5', 'MsPacmanNoFrameskip-v4'
+    and 'ms_pacman' all become 'mspacman'.
     """
     key = name.strip()
     if "/" in key:
@@ -54,7 +57,7 @@ def _game_key(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _load_table() -> Dict[str, ReferenceScores]:
-    """Reads the reference table once; keys are `_game_key` of the CamelCase name."""
+    """Reads the reference table once, keyed by `_game_key` of the name."""
     resource = importlib.resources.files("tf_softmoe.metrics").joinpath(
         "data", _DATA_FILE)
     with resource.open("r", encoding="utf-8") as handle:
@@ -68,7 +71,7 @@ def _load_table() -> Dict[str, ReferenceScores]:
 
 
 def atari_games() -> Tuple[str, ...]:
-    """Returns the CamelCase names of the games with reference scores, sorted."""
+    """Returns the sorted CamelCase names of the games with reference data."""
     return tuple(sorted(entry.game for entry in _load_table().values()))
 
 
@@ -76,14 +79,16 @@ def canonical_game_name(game: str) -> str:
     """Maps any accepted spelling of a game to its CamelCase ALE name.
 
     Args:
-      game: e.g. 'pong', 'Pong', 'ALE/Pong-v5', 'PongNoFrameskip-v4', 'ms_pacman'.
+      game: e.g. 'pong', 'Pong', 'ALE/Pong-v5', 'PongNoFrameskip-v4',
+        'ms_pacman'.
 
     Returns:
       The CamelCase name used in the reference table, e.g. 'MsPacman'.
 
     Raises:
-      ValueError: if the game has no reference scores; the message lists close names,
-        or says that the game exists in the ALE but has no standard human score.
+      ValueError: if the game has no reference scores; the message lists
+        close names, or says that the game exists in the ALE but has no
+        standard human score.
     """
     return reference_scores(game).game
 
@@ -107,12 +112,14 @@ def reference_scores(game: str) -> ReferenceScores:
     key = _game_key(game)
     if key in table:
         return table[key]
-    without_human = {_game_key(name): name for name in _GAMES_WITHOUT_HUMAN_SCORE}
+    without_human = {_game_key(name): name
+                     for name in _GAMES_WITHOUT_HUMAN_SCORE}
     if key in without_human:
         raise ValueError(
-            f"{without_human[key]} is an ALE game but not one of the 57 games with a "
-            "standard human reference score, so its score cannot be human-normalised. "
-            "Report its raw score, or leave it out of human-normalised aggregates.")
+            f"{without_human[key]} is an ALE game but not one of the 57 games "
+            "with a standard human reference score, so its score cannot be "
+            "human-normalised. Report its raw score, or leave it out of "
+            "human-normalised aggregates.")
     close_keys = difflib.get_close_matches(key, list(table), n=5, cutoff=0.6)
     suggestion = (
         "Did you mean " + ", ".join(table[k].game for k in close_keys) + "?"
@@ -124,7 +131,8 @@ def reference_scores(game: str) -> ReferenceScores:
 def human_normalized_score(game: str, score):
     """Converts raw game scores to human-normalised scores.
 
-    hns = (score - random) / (human - random), with the game's reference scores.
+    hns = (score - random) / (human - random), with the game's reference
+    scores.
 
     Args:
       game: game name in any accepted spelling (see `canonical_game_name`).
@@ -146,27 +154,28 @@ def human_normalized_matrix(scores, games):
     """Human-normalises a score array whose axis 1 runs over games.
 
     Args:
-      scores: array [runs, games, ...] of raw scores (e.g. [runs, games] final scores or
-        [runs, games, iterations] learning curves).
+      scores: array [runs, games, ...] of raw scores (e.g. [runs, games]
+        final scores or [runs, games, iterations] learning curves).
       games: sequence of game names, one per entry of axis 1.
 
     Returns:
-      float64 array shaped like `scores`, each game column normalised with its own
-      reference scores.
+      float64 array shaped like `scores`, each game column normalised with
+      its own reference scores.
 
     Raises:
-      ValueError: if `scores` has fewer than 2 axes, if `len(games)` differs from
-        `scores.shape[1]`, or if a game has no reference scores.
+      ValueError: if `scores` has fewer than 2 axes, if `len(games)` differs
+        from `scores.shape[1]`, or if a game has no reference scores.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim < 2:
         raise ValueError(
-            f"scores must have shape [runs, games, ...], got shape {scores.shape}.")
+            "scores must have shape [runs, games, ...], got shape "
+            f"{scores.shape}.")
     games = list(games)
     if len(games) != scores.shape[1]:
         raise ValueError(
-            f"scores has {scores.shape[1]} game columns but {len(games)} game names "
-            "were given; pass one name per column.")
+            f"scores has {scores.shape[1]} game columns but {len(games)} game "
+            "names were given; pass one name per column.")
     entries = [reference_scores(game) for game in games]
     broadcast = (1, len(entries)) + (1,) * (scores.ndim - 2)
     random = np.array([e.random for e in entries]).reshape(broadcast)
