@@ -245,6 +245,25 @@ def test_rank_xla_equals_eager(method, shape):
     assert int(eager[0]) == np_srank(features.astype(np.float64), 0.01)
 
 
+def test_rank_with_batch_unknown_at_trace_time():
+    # A tf.function traced for any batch size: the Gram route cannot pick the
+    # smaller side statically, uses F F^T, and must still give the same rank
+    # for a batch smaller (12) or larger (16) than dim (12 / 8).
+    for rows, cols in ((12, 16), (16, 8)):
+        features = matrix_with_singular_values(KNOWN_SIGMA[:6], rows, cols,
+                                               seed=5).astype(np.float32)
+        traced = tf.function(
+            lambda x: (diagnostics.srank(x, 0.01),
+                       diagnostics.singular_value_threshold_count(x, 0.01)),
+            input_signature=[tf.TensorSpec([None, cols], tf.float32)],
+            jit_compile=True)
+        rank, count = traced(features)
+        # KNOWN_SIGMA[:6] sums to 18.62: ratios 0.5371, 0.8056, 0.9130,
+        # 0.9667, 0.9936 -> srank_0.01 = 5; sigma > 0.1 -> 6 values.
+        assert int(rank) == 5 == np_srank(features.astype(np.float64), 0.01)
+        assert int(count) == 6
+
+
 def test_rank_rejects_non_matrices():
     with pytest.raises(ValueError, match=r"\[batch, dim\]"):
         diagnostics.srank(np.ones((2, 3, 4), np.float32))

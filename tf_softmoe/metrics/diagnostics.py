@@ -130,13 +130,11 @@ def _singular_values_float64(features, method):
     """Descending singular values of a [batch, dim] matrix, as float64."""
     if method == "gram":
         batch, dim = features.shape
-        if batch is None or dim is None:
-            raise ValueError(
-                "method='gram' needs a static feature shape to pick the "
-                f"smaller Gram matrix; got {features.shape}. Use "
-                "method='svd'.")
+        # F^T F only when it is known to be the smaller one; otherwise the
+        # [batch, batch] Gram matrix (a batch larger than dim then only adds
+        # zero singular values, which leave srank and the counts unchanged).
+        transpose_first = batch is not None and dim is not None and batch > dim
         features = tf.cast(features, tf.float64)
-        transpose_first = batch > dim
         gram = tf.matmul(features, features, transpose_a=transpose_first,
                          transpose_b=not transpose_first)
         eigenvalues = tf.linalg.eigvalsh(gram)  # ascending
@@ -156,7 +154,8 @@ def singular_values(features, method: str = "gram"):
         smaller Gram matrix (F F^T or F^T F), formed and decomposed in
         float64 with tf.linalg.eigvalsh. It compiles under XLA and costs one
         [k, k] eigenproblem, k = min(batch, dim); float64 keeps sigma
-        accurate to about 1e-7 sigma_max.
+        accurate to about 1e-7 sigma_max. With a batch size unknown at
+        trace time it uses F F^T, k = batch.
         'svd': tf.linalg.svd. It compiles under XLA too, but XLA's CPU SVD
         is very slow on wide matrices: a [32, 2048] matrix took ~66 s per
         call on 2 busy CPU cores, against ~0.07 s eagerly. Use it eagerly or
@@ -164,7 +163,8 @@ def singular_values(features, method: str = "gram"):
 
     Returns:
       tensor [min(batch, dim)] in the input's float dtype (float32 for
-      integer input), descending.
+      integer input), descending; [batch] for 'gram' when the batch size is
+      unknown at trace time (zeros beyond the rank).
 
     Raises:
       ValueError: if `features` is not 2-D or `method` is unknown.
