@@ -36,17 +36,20 @@ Columns:
   gflop_s          fb_mflops / median_ms.
   vs_flatten4      median_ms / median_ms of flatten-x4, same encoder and mode;
   vs_flatten4_min  the same for min_ms; cpu_vs_flatten4 the same for cpu_ms.
-The 1-minute load average before and after the run is printed and stored.
+The JSON rows also hold `max_ms` and `first_call_s` (tracing plus, with
+XLA, compilation). The 1-minute load average before and after the run is
+printed and stored.
 On a shared machine other processes inflate wall times: compare ratios,
 prefer the CPU-time one, and pass `--repeats K` so that the rows take turns
-K times.
+K times. `--threads 1` measures the work itself: one thread neither spins
+nor waits for a busy sibling, so its CPU time hardly depends on the load.
 
 Before timing, the naive formulation and every variant are checked to give
 the layer's output on the same weights.
 
 Usage:
   python -m benchmarks.layer_bench [--json PATH] [--rounds 10] [--batch 32]
-      [--jit both|xla|graph] [--repeats 1] [--no-variants]
+      [--jit both|xla|graph] [--repeats 1] [--threads 0] [--no-variants]
 
 The JSON goes wherever `--json` says (nothing is written without it); the
 conventional place is `runs/benchmarks/layer_bench.json`, which git ignores.
@@ -369,16 +372,24 @@ def _time_block(steps, rounds, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="write results here")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="timed calls per row, after 3 warm-up calls")
+    parser.add_argument("--batch", type=int, default=32, help="samples per step")
     parser.add_argument("--jit", choices=("both", "xla", "graph"), default="both")
     parser.add_argument("--repeats", type=int, default=1,
                         help="passes of --rounds each, the rows taking turns")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads (0: its default)")
     parser.add_argument("--no-variants", action="store_true",
                         help="skip the alternative op orders of the layer")
     args = parser.parse_args()
     if min(args.rounds, args.batch, args.repeats) < 1:
         parser.error("--rounds, --batch and --repeats must be >= 1")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0 (0 keeps TensorFlow's default)")
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     modes = {"both": (("graph", False), ("xla", True)),
              "graph": (("graph", False),),
              "xla": (("xla", True),)}[args.jit]
@@ -440,7 +451,7 @@ def main():
     common.write_json(args.json, "layer_bench", rows,
                       config={"batch": args.batch, "rounds": args.rounds,
                               "warmup": WARMUP, "jit": args.jit,
-                              "repeats": args.repeats,
+                              "repeats": args.repeats, "threads": args.threads,
                               "load_average_before": load_before,
                               "load_average_after": load_after,
                               "variants": not args.no_variants,
