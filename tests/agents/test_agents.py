@@ -28,7 +28,7 @@ def fast_config(preset, **overrides):
     return agents.AgentConfig.preset(preset, **values)
 
 
-def random_batch(env, batch_size=8, seed=0, terminal_every=3):
+def random_batch(env, batch_size=32, seed=0, terminal_every=3):
     rng = np.random.default_rng(seed)
     shape = env.observation_spec().shape
     discount = np.full(batch_size, 0.99 ** 3, np.float32)
@@ -91,11 +91,11 @@ def test_dqn_loss_by_hand(double_q):
     q_next_target = agent._target_q_network(batch["next_state"])[0].numpy()  # pylint: disable=protected-access
     if double_q:
         best = agent._q_network(batch["next_state"])[0].numpy().argmax(1)  # pylint: disable=protected-access
-        bootstrap = q_next_target[np.arange(8), best]
+        bootstrap = q_next_target[np.arange(32), best]
     else:
         bootstrap = q_next_target.max(1)
     target = batch["reward"] + batch["discount"] * bootstrap
-    chosen = q[np.arange(8), batch["action"]]
+    chosen = q[np.arange(32), batch["action"]]
     per_sample = 0.5 * (target - chosen) ** 2
     np.testing.assert_allclose(loss_info.extra.td_loss, per_sample, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
@@ -139,9 +139,9 @@ def test_rainbow_loss_by_hand(double_q):
     selector = (softmax(agent._q_network(batch["next_state"])[0].numpy())  # pylint: disable=protected-access
                 if double_q else target_p)
     best = (selector * support).sum(-1).argmax(-1)
-    next_p = target_p[np.arange(8), best]
-    m = np.zeros((8, 21))
-    for b in range(8):  # explicit projection, atom by atom
+    next_p = target_p[np.arange(32), best]
+    m = np.zeros((32, 21))
+    for b in range(32):  # explicit projection, atom by atom
         for j in range(21):
             tz = np.clip(batch["reward"][b] + batch["discount"][b] * support[j], -1, 1)
             pos = (tz + 1) / 0.1
@@ -151,7 +151,7 @@ def test_rainbow_loss_by_hand(double_q):
             else:
                 m[b, lo] += next_p[b, j] * (hi - pos)
                 m[b, hi] += next_p[b, j] * (pos - lo)
-    chosen = logits[np.arange(8), batch["action"]]
+    chosen = logits[np.arange(32), batch["action"]]
     log_p = chosen - np.log(np.exp(chosen).sum(-1, keepdims=True))
     per_sample = -(m * log_p).sum(-1)
     np.testing.assert_allclose(loss_info.extra.per_sample_loss, per_sample,

@@ -132,6 +132,20 @@ class QNetwork(network.Network):
         features = self._penultimate(feature_map, training=training)
         return self._head(features, training=training), network_state
 
+    def as_keras_model(self):
+        """A functional `tf.keras.Model` sharing this network's layers.
+
+        `uint8 frames → Rescaling(1/255) → encoder → penultimate → head`, all
+        registered layers, so `model.save("q_network.keras")` and
+        `tf.keras.models.load_model` work without custom objects.
+        """
+        spec = self.input_tensor_spec
+        inputs = tf.keras.Input(spec.shape, dtype=spec.dtype, name="observation")
+        x = tf.keras.layers.Rescaling(1.0 / 255.0 if self._scale_input else 1.0,
+                                      name="frame_scaling")(inputs)
+        outputs = self._head(self._penultimate(self._encoder(x)))
+        return tf.keras.Model(inputs, outputs, name=f"{self.name}_keras")
+
     def layer_parameter_counts(self):
         """Trainable parameters of encoder, penultimate block and head."""
         return {"encoder": self._encoder.count_params(),

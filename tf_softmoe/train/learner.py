@@ -47,18 +47,21 @@ class Learner:
     Args:
       agent: a `DqnAgent` or `RainbowAgent` from `make_agent`.
       jit_compile: True, False or "auto" (see `resolve_jit_compile`).
+      batch_size: the fixed batch size (default: the agent config's).
     """
 
-    def __init__(self, agent, jit_compile="auto"):
+    def __init__(self, agent, jit_compile="auto", batch_size=None):
         self.agent = agent
         self.jit_compile = resolve_jit_compile(jit_compile)
+        self.batch_size = batch_size or agent.agent_config.batch_size
         observation = agent.time_step_spec.observation
-        state = tf.TensorSpec([None] + list(observation.shape), observation.dtype)
-        vector = tf.TensorSpec([None], tf.float32)
-        # A fixed signature: no retracing checks per call, one XLA compilation
-        # per batch size.
-        self._signature = [state, tf.TensorSpec([None], tf.int32), vector, state,
-                           vector, vector]
+        state = tf.TensorSpec([self.batch_size] + list(observation.shape),
+                              observation.dtype)
+        vector = tf.TensorSpec([self.batch_size], tf.float32)
+        # A fixed signature and batch size: no retracing checks per call, one
+        # XLA compilation, static shapes for the diagnostics.
+        self._signature = [state, tf.TensorSpec([self.batch_size], tf.int32), vector,
+                           state, vector, vector]
         self._train_fn = tf.function(self._train_step, jit_compile=self.jit_compile,
                                      input_signature=self._signature)
         self._diagnostics_fns = {}

@@ -158,12 +158,31 @@ class Trainer:
         if self.diagnostics_period and stats.updates % self.diagnostics_period == 0:
             stats.diagnostics = self.learner.diagnostics(batch, self.dormant_taus)
 
-    def run(self, num_steps):
-        """Runs `num_steps` agent steps; returns `PhaseStats`."""
-        stats = PhaseStats()
+    def forget_episode(self):
+        """Drops the episode in progress (after a restore: the environment
+        restarts, so the replay's open episode is closed as truncated)."""
+        self._time_step = None
+        self._episode_return, self._episode_length = 0.0, 0
+        self.replay.truncate_open_episode()
+
+    def run(self, num_steps, stats=None, should_stop=None):
+        """Runs up to `num_steps` agent steps.
+
+        Args:
+          num_steps: agent steps to run.
+          stats: a `PhaseStats` to continue (e.g. a resumed iteration).
+          should_stop: optional callable checked after every agent step; when
+            it returns True the phase ends early (e.g. on SIGTERM).
+
+        Returns:
+          The `PhaseStats`.
+        """
+        stats = stats if stats is not None else PhaseStats()
         start = time.perf_counter()
         cfg = self.config
         for _ in range(num_steps):
+            if should_stop is not None and should_stop():
+                break
             if self._time_step is None or self._time_step.is_last():
                 self._time_step = self.env.reset()
             current = self._time_step
@@ -186,7 +205,7 @@ class Trainer:
             step = self.agent_step
             if step >= cfg.min_replay_history and step % cfg.update_period == 0:
                 self.learn(stats)
-        stats.seconds = time.perf_counter() - start
+        stats.seconds += time.perf_counter() - start
         return stats
 
 

@@ -1,0 +1,147 @@
+"""The flags of the tf_softmoe binaries and their translation into an
+`ExperimentConfig`. Flags left unset take the agent preset's value (the
+paper's defaults); `--flagfile` (absl's own) reads a file of flags."""
+
+
+from absl import flags
+
+from tf_softmoe import agents
+from tf_softmoe import networks
+from tf_softmoe.train import config as config_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("agent", "rainbow", list(agents.PRESETS),
+                  "Agent preset: dqn, rainbow (main study) or der (Atari 100k).")
+flags.DEFINE_string("game", "Pong", "Atari game (Pong, ms_pacman, ALE/Pong-v5) or 'catch'.")
+flags.DEFINE_enum("protocol", None, list(config_lib.PROTOCOLS),
+                  "Environment protocol; default: 'der' for --agent=der, else 'dopamine'.")
+flags.DEFINE_float("sticky_action_prob", None, "ALE sticky-action probability.")
+flags.DEFINE_boolean("terminal_on_life_loss", None, "Life loss ends a learning episode.")
+flags.DEFINE_integer("noop_max", None, "Random no-op starts, up to this many frames.")
+flags.DEFINE_boolean("full_action_space", None, "Use all 18 ALE actions.")
+flags.DEFINE_integer("max_episode_steps", None, "Episode cap in agent steps (27 000).")
+
+# Network.
+flags.DEFINE_enum("encoder", "impala", list(networks.ENCODERS), "Conv encoder.")
+flags.DEFINE_enum("nature_padding", "same", ["same", "valid"], "Nature CNN padding.")
+flags.DEFINE_integer("impala_width", 1, "Channel multiplier of the Impala encoder.")
+flags.DEFINE_enum("penultimate", "softmoe", list(networks.PENULTIMATES),
+                  "Penultimate block.")
+flags.DEFINE_enum("tokenizer", "per_conv", list(networks.TOKENIZER_KINDS),
+                  "Tokenizer of the tokenized blocks.")
+flags.DEFINE_integer("patch_size", 3, "PerPatch patch size.")
+flags.DEFINE_enum("patch_embedding", "conv", ["conv", "avg_pool"], "PerPatch embedding.")
+flags.DEFINE_integer("patch_embedding_dim", None, "PerPatch conv embedding width.")
+flags.DEFINE_integer("shuffle_seed", 0, "Seed of the Shuffled tokenizer's permutation.")
+flags.DEFINE_integer("num_experts", None, "Experts of a MoE block (default 4).")
+flags.DEFINE_integer("scale", 1, "Width multiplier k: hidden 512·k (per expert for MoE).")
+flags.DEFINE_integer("hidden_units", 512, "Base hidden width.")
+flags.DEFINE_float("capacity_factor", 1.0, "Slots p = ceil(m·c/n).")
+flags.DEFINE_integer("num_slots", None, "SoftMoE slots per expert (overrides capacity).")
+flags.DEFINE_boolean("normalize", False, "SoftMoE l2 normalisation with a learned scale.")
+flags.DEFINE_integer("top_k", 1, "Experts per token for topk_moe.")
+flags.DEFINE_boolean("mixed_precision", False, "bfloat16 encoder and block (GPU/TPU).")
+
+# Agent (unset: the preset's value).
+for _name, _kind, _help in (
+        ("learning_rate", float, "Adam learning rate."),
+        ("adam_epsilon", float, "Adam epsilon."),
+        ("gamma", float, "Discount."),
+        ("n_step", int, "n-step return."),
+        ("batch_size", int, "Minibatch size."),
+        ("replay_capacity", int, "Replay capacity (transitions)."),
+        ("min_replay_history", int, "Agent steps before learning starts."),
+        ("update_period", int, "Agent steps between updates."),
+        ("target_update_period", int, "Agent steps between target syncs."),
+        ("epsilon_end", float, "Final training epsilon."),
+        ("epsilon_decay_steps", int, "Epsilon decay length (agent steps)."),
+        ("epsilon_eval", float, "Evaluation epsilon."),
+        ("noisy_sigma0", float, "Noisy-net sigma0."),
+        ("priority_exponent", float, "Priority exponent alpha."),
+        ("importance_exponent", float, "Importance-weight exponent beta."),
+        ("num_atoms", int, "C51 atoms."),
+        ("v_max", float, "C51 support bound (v_min = -v_max).")):
+    (flags.DEFINE_float if _kind is float else flags.DEFINE_integer)(_name, None, _help)
+for _name, _help in (("double_q", "Double Q-learning."), ("dueling", "Dueling head."),
+                     ("noisy", "Noisy nets."), ("prioritized", "Prioritized replay.")):
+    flags.DEFINE_boolean(_name, None, _help)
+flags.DEFINE_enum("loss", None, ["mse", "huber"], "DQN loss.")
+
+# Schedule and run.
+flags.DEFINE_string("root_dir", None, "Run directory (checkpoints, logs, metrics).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("num_iterations", 200, "Iterations.")
+flags.DEFINE_integer("steps_per_iteration", 250_000, "Training agent steps per iteration.")
+flags.DEFINE_integer("eval_episodes", 0, "Evaluation episodes after each iteration.")
+flags.DEFINE_integer("diagnostics_period", 2_500, "Updates between diagnostics.")
+flags.DEFINE_list("dormant_taus", ["0", "0.025"], "Dormant-neuron thresholds.")
+flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA for the train step: auto = on GPU/TPU, off on CPU.")
+flags.DEFINE_boolean("allow_config_change", False,
+                     "Resume a run directory even if its stored config differs.")
+
+_AGENT_FLAGS = ("learning_rate", "adam_epsilon", "gamma", "n_step", "batch_size",
+                "replay_capacity", "min_replay_history", "update_period",
+                "target_update_period", "epsilon_end", "epsilon_decay_steps",
+                "epsilon_eval", "noisy_sigma0", "priority_exponent",
+                "importance_exponent", "num_atoms", "double_q", "dueling", "noisy",
+                "prioritized", "loss")
+_ENV_FLAGS = ("sticky_action_prob", "terminal_on_life_loss", "noop_max",
+              "full_action_space", "max_episode_steps")
+
+
+def experiment_config_from_flags():
+    """Turns the parsed flags into an `ExperimentConfig`.
+
+    Raises:
+      ValueError: an invalid value or combination; the message names the
+        flags (they carry the config fields' names).
+    """
+    agent_overrides = {name: FLAGS[name].value for name in _AGENT_FLAGS
+                       if FLAGS[name].value is not None}
+    if FLAGS.v_max is not None:
+        agent_overrides.update(v_max=FLAGS.v_max, v_min=-FLAGS.v_max)
+    agent = agents.AgentConfig.preset(FLAGS.agent, **agent_overrides)
+    network = networks.NetworkConfig(
+        encoder=FLAGS.encoder, nature_padding=FLAGS.nature_padding,
+        impala_width=FLAGS.impala_width, penultimate=FLAGS.penultimate,
+        hidden_units=FLAGS.hidden_units, scale=FLAGS.scale, tokenizer=FLAGS.tokenizer,
+        patch_size=FLAGS.patch_size, patch_embedding=FLAGS.patch_embedding,
+        patch_embedding_dim=FLAGS.patch_embedding_dim, shuffle_seed=FLAGS.shuffle_seed,
+        num_experts=FLAGS.num_experts, capacity_factor=FLAGS.capacity_factor,
+        num_slots=FLAGS.num_slots, normalize=FLAGS.normalize, top_k=FLAGS.top_k,
+        mixed_precision=FLAGS.mixed_precision)
+    schedule = config_lib.ScheduleConfig(
+        num_iterations=FLAGS.num_iterations, steps_per_iteration=FLAGS.steps_per_iteration,
+        eval_episodes=FLAGS.eval_episodes, diagnostics_period=FLAGS.diagnostics_period,
+        dormant_taus=tuple(float(t) for t in FLAGS.dormant_taus),
+        keep_checkpoints=FLAGS.keep_checkpoints, jit_compile=FLAGS.jit_compile,
+        seed=FLAGS.seed)
+    protocol = FLAGS.protocol or ("der" if FLAGS.agent == "der" else "dopamine")
+    env_overrides = {name: FLAGS[name].value for name in _ENV_FLAGS
+                     if FLAGS[name].value is not None}
+    if FLAGS.game == config_lib.CATCH_GAME and env_overrides:
+        raise ValueError(f"--{' --'.join(env_overrides)} only apply to Atari games, "
+                         "not --game=catch.")
+    return config_lib.ExperimentConfig(
+        game=FLAGS.game, protocol=protocol, env_overrides=env_overrides, agent=agent,
+        network=network, schedule=schedule)
+
+
+def describe(config):
+    """A short human description of a config for the log."""
+    net = config.network
+    block = net.penultimate
+    if block in networks.MOE_PENULTIMATES:
+        block += f"-{net.experts} ({net.tokenizer}, expert width {net.penultimate_width})"
+    elif block != "flatten":
+        block += f" ({net.tokenizer}, width {net.penultimate_width})"
+    else:
+        block += f" x{net.scale}"
+    return (f"{config.agent.kind} on {config.game} ({config.protocol} protocol), "
+            f"{net.encoder} encoder, {block}, seed {config.schedule.seed}")
+
+
+__all__ = ["FLAGS", "describe", "experiment_config_from_flags"]

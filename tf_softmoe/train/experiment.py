@@ -1,0 +1,418 @@
+"""A whole run: build everything from an `ExperimentConfig`, train for the
+schedule, write TensorBoard summaries, metrics.csv and checkpoints, resume.
+
+What a run writes under `root_dir`:
+
+    config.json          the ExperimentConfig (resuming checks it)
+    tensorboard/         event files: train/, eval/, diagnostics, experts,
+                         a custom-scalars layout and the HParams of the run
+    metrics.csv          one row per finished iteration
+    checkpoints/         atomic, rotating checkpoints (see checkpoints.py)
+    policy/              the final greedy policy (TF-Agents PolicySaver)
+    q_network.keras      the final Q-network as a Keras model
+"""
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import random
+import signal
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+from tf_agents.policies import epsilon_greedy_policy
+from tf_agents.policies import policy_saver
+
+from tf_softmoe import agents as agents_lib
+from tf_softmoe import envs
+from tf_softmoe.metrics import atari_scores
+from tf_softmoe.train import checkpoints as checkpoints_lib
+from tf_softmoe.train import config as config_lib
+from tf_softmoe.train import learner as learner_lib
+from tf_softmoe.train import loop
+from tf_softmoe.train import summaries
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+
+
+class ConfigMismatchError(ValueError):
+    """The run directory holds a run with another configuration."""
+
+
+def make_environment(config, seed):
+    """The training environment of an `ExperimentConfig`."""
+    if config.game == config_lib.CATCH_GAME:
+        return envs.CatchEnv(seed=seed, **config.env_overrides)
+    atari = envs.AtariConfig.preset(config.protocol, config.game, **config.env_overrides)
+    return envs.make_atari_env(atari, seed=seed)
+
+
+def human_normalized(game, score):
+    """HNS of a raw score, NaN where the game has no reference scores."""
+    if score is None or not math.isfinite(score) or game == config_lib.CATCH_GAME:
+        return float("nan")
+    try:
+        return float(atari_scores.human_normalized_score(game, score))
+    except ValueError:
+        return float("nan")
+
+
+def eval_policy(agent, epsilon):
+    """Greedy policy with ε-random actions (ε_eval = 0.001 in the paper)."""
+    return epsilon_greedy_policy.EpsilonGreedyPolicy(agent.policy, epsilon=epsilon)
+
+
+def _stats_to_json(stats):
+    return {k: v for k, v in dataclasses.asdict(stats).items() if k != "diagnostics"}
+
+
+def _stats_from_json(values):
+    return loop.PhaseStats(**values)
+
+
+class Experiment:
+    """Builds and runs one training run.
+
+    Re-running with the same `root_dir` resumes from the newest valid
+    checkpoint: replay, networks, optimiser and counters are restored, the
+    interrupted iteration continues where its checkpoint left it. A config
+    that differs from the stored one raises `ConfigMismatchError` (naming the
+    fields) unless `allow_config_change`. Schedule fields that do not change
+    what is trained (e.g. num_iterations) may always change.
+
+    Args:
+      config: an `ExperimentConfig`.
+      root_dir: the run directory.
+      allow_config_change: resume even if the stored config differs.
+      handle_signals: on SIGTERM/SIGINT finish the current step, write a
+        checkpoint, then return (main thread only).
+      export_on_exit: write the final policy and the .keras Q-network.
+    """
+
+    def __init__(self, config, root_dir, allow_config_change=False,
+                 handle_signals=True, export_on_exit=True):
+        self.config = config
+        self.root_dir = root_dir
+        self.handle_signals = handle_signals
+        self.export_on_exit = export_on_exit
+        self._stop_signal = None
+        os.makedirs(root_dir, exist_ok=True)
+        self._check_config(allow_config_change)
+        schedule = config.schedule
+        seed = schedule.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        tf.random.set_seed(seed)
+        self.env = make_environment(config, seed)
+        self.eval_env = (make_environment(config, seed + 10_000)
+                         if schedule.eval_episodes else None)
+        self.agent = agents_lib.make_agent(
+            config.agent, config.network, self.env.time_step_spec(),
+            self.env.action_spec())
+        self.replay = loop.make_replay(config.agent, self.env.observation_spec().shape,
+                                       seed=seed)
+        self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile)
+        self.trainer = loop.Trainer(
+            self.env, self.agent, self.replay, self.learner, config.agent,
+            diagnostics_period=schedule.diagnostics_period,
+            dormant_taus=schedule.dormant_taus, seed=seed)
+        self.checkpoints = checkpoints_lib.CheckpointManager(
+            os.path.join(root_dir, "checkpoints"), keep=schedule.keep_checkpoints)
+        self._tf_checkpoint = tf.train.Checkpoint(
+            agent=self.agent, agent_step=self.agent.agent_step,
+            train_step=self.agent.train_step_counter)
+        self.summaries = summaries.SummaryWriter(
+            os.path.join(root_dir, "tensorboard"), config)
+        self.iteration = 0
+        self.partial = None
+
+    # ----------------------------------------------------------------- config
+    def _check_config(self, allow_change):
+        path = os.path.join(self.root_dir, CONFIG_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                stored = config_lib.ExperimentConfig.from_json(f.read())
+            differences = config_lib.config_differences(stored, self.config)
+            if differences and not allow_change:
+                listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
+                                   for k, (a, b) in differences.items())
+                raise ConfigMismatchError(
+                    f"{self.root_dir} holds a run with another configuration ({listed}). "
+                    "Use a new --root_dir, or pass --allow_config_change to resume "
+                    "it with the new settings.")
+        _atomic_write(path, self.config.to_json())
+
+    # ------------------------------------------------------------ checkpoints
+    def _write_checkpoint(self, tmp_dir):
+        self._tf_checkpoint.write(os.path.join(tmp_dir, "tf", "ckpt"))
+        self.replay.save(os.path.join(tmp_dir, "replay"))
+
+    def _restore_checkpoint(self, path, state):
+        self._tf_checkpoint.read(os.path.join(path, "tf", "ckpt")).assert_existing_objects_matched()
+        self.replay.restore(os.path.join(path, "replay"))
+        random.setstate(_tuple_state(state["python_random"]))
+        np.random.set_state(_numpy_state(state["numpy_random"]))
+        # TF's op-level random state cannot be snapshotted; reseed it from the
+        # run seed and the restored step so a resumed run is reproducible.
+        tf.random.set_seed(self.config.schedule.seed * 1_000_003
+                           + int(state["agent_step"]))
+
+    def save_checkpoint(self):
+        """Writes a checkpoint of the run as it stands now."""
+        state = {
+            "iteration": self.iteration,
+            "partial": _stats_to_json(self.partial) if self.partial else None,
+            "agent_step": int(self.agent.agent_step.numpy()),
+            "train_step": int(self.agent.train_step_counter.numpy()),
+            "python_random": random.getstate(),
+            "numpy_random": _jsonable_numpy_state(np.random.get_state()),
+            "replay_size": len(self.replay),
+        }
+        path = self.checkpoints.save(state["agent_step"], self._write_checkpoint, state)
+        logging.info("Checkpoint written: %s", path)
+        return path
+
+    def restore(self):
+        """Restores the newest valid checkpoint; returns its path or None."""
+        path, state = self.checkpoints.restore_latest(self._restore_checkpoint)
+        if path is None:
+            return None
+        self.iteration = int(state["iteration"])
+        self.partial = _stats_from_json(state["partial"]) if state["partial"] else None
+        self.trainer.forget_episode()
+        _truncate_metrics(os.path.join(self.root_dir, METRICS_FILE), self.iteration)
+        logging.info("Resumed from %s: iteration %d, %d agent steps, %d updates, "
+                     "replay %d.", path, self.iteration, state["agent_step"],
+                     state["train_step"], state["replay_size"])
+        return path
+
+    # -------------------------------------------------------------------- run
+    def _on_signal(self, signum, _frame):
+        logging.warning("Signal %d: finishing the current step, then checkpointing.",
+                        signum)
+        self._stop_signal = signum
+
+    def _install_signal_handlers(self):
+        if not self.handle_signals:
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread
+                return previous
+        return previous
+
+    @property
+    def stopped_by_signal(self):
+        return self._stop_signal
+
+    def run(self):
+        """Trains for the schedule (resuming first); returns the last row of
+        metrics, or None if nothing ran."""
+        self.restore()
+        schedule = self.config.schedule
+        previous_handlers = self._install_signal_handlers()
+        row = None
+        try:
+            self.summaries.write_hparams()
+            while self.iteration < schedule.num_iterations:
+                stats = self.partial or loop.PhaseStats()
+                remaining = schedule.steps_per_iteration - stats.agent_steps
+                self.partial = stats
+                self.trainer.run(remaining, stats=stats,
+                                 should_stop=lambda: self._stop_signal is not None)
+                if self._stop_signal is not None:
+                    self.save_checkpoint()
+                    return row
+                row = self._finish_iteration(stats)
+                self.iteration += 1
+                self.partial = None
+                self.save_checkpoint()
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        if self.export_on_exit:
+            self.export()
+        return row
+
+    def _finish_iteration(self, stats):
+        schedule = self.config.schedule
+        if self.replay.can_sample(self.config.agent.batch_size) and (
+                self.agent.agent_step.numpy() >= self.config.agent.min_replay_history):
+            stats.diagnostics = self.learner.diagnostics(
+                self.replay.sample(self.config.agent.batch_size), schedule.dormant_taus)
+        summary = stats.summary()
+        row = {"iteration": self.iteration,
+               "agent_steps": int(self.agent.agent_step.numpy()),
+               "updates": int(self.agent.train_step_counter.numpy())}
+        row.update({f"train_{k}": v for k, v in summary.items()
+                    if k not in ("agent_steps", "updates")})
+        row["train_human_normalized_score"] = human_normalized(
+            self.config.game, summary["episode_return"])
+        row["replay_size"] = len(self.replay)
+        row.update(_flatten_diagnostics(stats.diagnostics))
+        if schedule.eval_episodes:
+            returns, lengths = loop.evaluate(
+                self.eval_env, eval_policy(self.agent, self.config.agent.epsilon_eval),
+                schedule.eval_episodes, max_steps=schedule.eval_max_steps)
+            mean_return = float(np.mean(returns)) if returns else float("nan")
+            row["eval_episode_return"] = mean_return
+            row["eval_episode_length"] = float(np.mean(lengths)) if lengths else float("nan")
+            row["eval_episodes"] = len(returns)
+            row["eval_human_normalized_score"] = human_normalized(self.config.game,
+                                                                  mean_return)
+        row["wall_time"] = time.time()
+        _append_metrics(os.path.join(self.root_dir, METRICS_FILE), row)
+        self.summaries.write_iteration(row, step=row["agent_steps"])
+        self._log_progress(row, stats)
+        return row
+
+    def _log_progress(self, row, stats):
+        schedule = self.config.schedule
+        done = self.iteration + 1
+        rate = stats.steps_per_second
+        left = (schedule.num_iterations - done) * schedule.steps_per_iteration
+        eta = left / rate if rate > 0 else float("nan")
+        message = (
+            f"[{self.config.game}] iteration {done}/{schedule.num_iterations} | "
+            f"{row['agent_steps']} agent steps | {rate:.0f} steps/s | "
+            f"return {row['train_episode_return']:.2f} "
+            f"({row['train_episodes']} episodes) | loss {row['train_loss']:.4g} | "
+            f"ETA {_format_seconds(eta)}")
+        logging.info(message)
+        print(message, flush=True)
+
+    # ----------------------------------------------------------------- export
+    def export(self):
+        """Writes the greedy policy (PolicySaver) and the Q-network (.keras)."""
+        saver = policy_saver.PolicySaver(self.agent.policy, batch_size=None,
+                                         train_step=self.agent.train_step_counter)
+        saver.save(os.path.join(self.root_dir, "policy"))
+        model = self.agent._q_network.as_keras_model()  # pylint: disable=protected-access
+        model.save(os.path.join(self.root_dir, "q_network.keras"))
+
+
+def _format_seconds(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def _flatten_diagnostics(diagnostics):
+    out = {}
+    for key, value in (diagnostics or {}).items():
+        array = np.asarray(value)
+        if array.ndim == 0:
+            out[key] = float(array)
+        else:
+            for i, item in enumerate(array.reshape(-1)):
+                out[f"{key}_{i}"] = float(item)
+    return out
+
+
+def _atomic_write(path, text):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_metrics(path):
+    if not os.path.exists(path):
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write_metrics(path, fields, rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore",
+                            restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(path, buffer.getvalue())
+
+
+def _append_metrics(path, row):
+    fields, rows = _read_metrics(path)
+    for key in row:
+        if key not in fields:
+            fields.append(key)
+    rows.append({k: ("" if v is None else v) for k, v in row.items()})
+    _write_metrics(path, fields, rows)
+
+
+def _truncate_metrics(path, iteration):
+    """Drops rows of iterations >= `iteration` (they will be rerun)."""
+    fields, rows = _read_metrics(path)
+    kept = [r for r in rows if int(r["iteration"]) < iteration]
+    if len(kept) != len(rows):
+        _write_metrics(path, fields, kept)
+
+
+def _jsonable_numpy_state(state):
+    name, keys, pos, has_gauss, cached = state
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_state(values):
+    name, keys, pos, has_gauss, cached = values
+    return (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
+def _tuple_state(values):
+    version, internal, gauss = values
+    return (version, tuple(internal), gauss)
+
+
+def read_stored_config(root_dir):
+    """The `ExperimentConfig` stored in a run directory."""
+    path = os.path.join(root_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: {root_dir} is not a tf_softmoe run directory "
+            "(experiments/train.py writes config.json there).")
+    with open(path) as f:
+        return config_lib.ExperimentConfig.from_json(f.read())
+
+
+def load_agent(root_dir, checkpoint=None):
+    """Rebuilds a run's agent and restores its networks (no replay).
+
+    Args:
+      root_dir: run directory.
+      checkpoint: a checkpoint directory; the newest readable one if None.
+
+    Returns:
+      (config, agent, checkpoint_path).
+    """
+    config = read_stored_config(root_dir)
+    env = make_environment(config, config.schedule.seed)
+    agent = agents_lib.make_agent(config.agent, config.network, env.time_step_spec(),
+                                  env.action_spec())
+    tf_checkpoint = tf.train.Checkpoint(agent=agent)
+    manager = checkpoints_lib.CheckpointManager(os.path.join(root_dir, "checkpoints"))
+    candidates = [checkpoint] if checkpoint else manager.checkpoints()
+    for path in candidates:
+        try:
+            tf_checkpoint.read(os.path.join(path, "tf", "ckpt")).expect_partial()
+            return config, agent, path
+        except (tf.errors.OpError, ValueError) as error:
+            logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.",
+                            path, error)
+    raise checkpoints_lib.CheckpointError(
+        f"No readable checkpoint in {root_dir}/checkpoints (tried {candidates}).")
+
+
+__all__ = ["ConfigMismatchError", "Experiment", "load_agent", "make_environment",
+           "read_stored_config", "human_normalized", "eval_policy"]
