@@ -209,10 +209,19 @@ class Trainer:
         return stats
 
 
-def evaluate(env, policy, num_episodes, max_steps=None):
-    """Plays `num_episodes` full episodes with `policy`; returns their raw
-    returns and lengths (lists)."""
-    compiled = CompiledPolicy(policy)
+def evaluate(env, policy, num_episodes, max_steps=None, on_step=None):
+    """Plays up to `num_episodes` full episodes (games) and returns their RAW
+    returns and lengths (lists).
+
+    Args:
+      env: a PyEnvironment (see `Trainer`).
+      policy: a TF-Agents policy, or any callable `time_step -> action`.
+      num_episodes: episodes to finish.
+      max_steps: optional cap on agent steps in total.
+      on_step: optional callable `on_step(env, time_step)` after each step
+        (e.g. to record video frames).
+    """
+    act = CompiledPolicy(policy).action if hasattr(policy, "time_step_spec") else policy
     returns, lengths = [], []
     steps = 0
     time_step = env.reset()
@@ -220,9 +229,10 @@ def evaluate(env, policy, num_episodes, max_steps=None):
     while len(returns) < num_episodes:
         if max_steps is not None and steps >= max_steps:
             break
-        time_step = env.step(np.asarray(compiled.action(time_step),
-                                        dtype=env.action_spec().dtype))
+        time_step = env.step(np.asarray(act(time_step), dtype=env.action_spec().dtype))
         steps += 1
+        if on_step is not None:
+            on_step(env, time_step)
         info = env.get_info() if hasattr(env, "get_info") else None
         episode_return += float(time_step.reward)
         episode_length += 1

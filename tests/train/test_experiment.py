@@ -1,0 +1,225 @@
+"""The experiment runner on the built-in Catch game: outputs, resume,
+config checks, checkpoint faults, signals, XLA."""
+
+import csv
+import errno
+import shutil
+import glob
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_softmoe import agents
+from tf_softmoe import networks
+from tf_softmoe.train import checkpoints
+from tf_softmoe.train import config as config_lib
+from tf_softmoe.train import experiment
+from tf_softmoe.train import summaries
+
+
+def catch_config(num_iterations=2, steps=60, jit="false", eval_episodes=0,
+                 **agent_overrides):
+    agent_values = dict(min_replay_history=40, update_period=2, target_update_period=20,
+                        epsilon_decay_steps=100, replay_capacity=1000, batch_size=8,
+                        n_step=1, v_min=-1.0, v_max=1.0, num_atoms=11)
+    agent_values.update(agent_overrides)
+    return config_lib.ExperimentConfig(
+        game="catch", env_overrides={"rows": 6, "columns": 3,
+                                     "observation_shape": [12, 6, 1]},
+        agent=agents.AgentConfig.preset("rainbow", **agent_values),
+        network=networks.NetworkConfig(encoder="nature", penultimate="softmoe",
+                                       num_experts=2, hidden_units=8),
+        schedule=config_lib.ScheduleConfig(
+            num_iterations=num_iterations, steps_per_iteration=steps,
+            diagnostics_period=5, jit_compile=jit, eval_episodes=eval_episodes))
+
+
+def read_rows(root):
+    with open(os.path.join(root, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def event_tags(root):
+    tags = set()
+    for path in glob.glob(os.path.join(root, "tensorboard", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.add(value.tag)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One 2-iteration run (with evaluation), shared read-only by the tests;
+    tests that change it work on a copy."""
+    root = str(tmp_path_factory.mktemp("finished") / "run")
+    run = experiment.Experiment(catch_config(eval_episodes=2), root,
+                                handle_signals=False)
+    run.run()
+    return root, run
+
+
+def copy_of(finished_run, tmp_path):
+    root = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], root)
+    return root
+
+
+def test_run_writes_metrics_events_checkpoints_and_exports(finished_run):
+    root, run = finished_run
+    rows = read_rows(root)
+    assert [int(r["iteration"]) for r in rows] == [0, 1]
+    assert [int(r["agent_steps"]) for r in rows] == [60, 120]
+    for column in ("train_episode_return", "train_loss", "q_mean", "srank",
+                   "dormant_fraction_tau_0", "dormant_fraction_tau_0.025",
+                   "expert_gate_0", "tokens_per_expert_1", "router_grad_norm",
+                   "parameter_norm", "train_steps_per_second", "replay_size",
+                   "eval_episode_return", "train_td_error_mean"):
+        assert rows[-1][column] not in ("", None), column
+    tags = event_tags(root)
+    for tag in ("train/episode_return", "train/loss", "train/q_mean",
+                "diagnostics/srank", "diagnostics/dormant_percent_tau_0",
+                "experts/gate_0", "experts/tokens_per_expert_0", "router/grad_norm",
+                "perf/agent_steps_per_second", "perf/replay_size",
+                "eval/episode_return", "custom_scalars__config__",
+                "_hparams_/session_start_info"):
+        assert tag in tags, tag
+    assert len(run.checkpoints.checkpoints()) == 2
+    state = json.load(open(os.path.join(run.checkpoints.checkpoints()[0], "state.json")))
+    assert state["iteration"] == 2 and state["agent_step"] == 120 and state["complete"]
+    assert os.path.exists(os.path.join(root, "policy", "saved_model.pb"))
+    model = tf.keras.models.load_model(os.path.join(root, "q_network.keras"))
+    obs = np.zeros((2, 12, 6, 1), np.uint8)
+    np.testing.assert_allclose(model(obs), run.agent._q_network(obs)[0], atol=1e-5)  # pylint: disable=protected-access
+    policy = tf.saved_model.load(os.path.join(root, "policy"))
+    assert policy is not None
+
+
+def test_resume_continues_without_duplicating_iterations(finished_run, tmp_path):
+    root = copy_of(finished_run, tmp_path)
+    # num_iterations may grow on resume; evaluation may be switched off.
+    resumed = experiment.Experiment(catch_config(num_iterations=3), root,
+                                    handle_signals=False, export_on_exit=False)
+    assert resumed.restore() is not None
+    assert resumed.iteration == 2
+    assert int(resumed.agent.agent_step.numpy()) == 120
+    assert len(resumed.replay) >= 118
+    original = finished_run[1]
+    for a, b in zip(resumed.agent._q_network.variables,  # pylint: disable=protected-access
+                    original.agent._q_network.variables):  # pylint: disable=protected-access
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    resumed.run()
+    rows = read_rows(root)
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
+    assert [int(r["agent_steps"]) for r in rows] == [60, 120, 180]
+    assert int(resumed.agent.train_step_counter.numpy()) == int(rows[-1]["updates"])
+
+
+def test_changed_config_is_refused_unless_allowed(finished_run, tmp_path):
+    root = copy_of(finished_run, tmp_path)
+    other = catch_config(num_iterations=1, learning_rate=1e-3)
+    with pytest.raises(experiment.ConfigMismatchError,
+                       match=r"agent.learning_rate: stored 6.25e-05, now 0.001"):
+        experiment.Experiment(other, root, handle_signals=False)
+    experiment.Experiment(other, root, handle_signals=False, allow_config_change=True)
+    assert experiment.read_stored_config(root) == other
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path,
+                                                             caplog):
+    root = copy_of(finished_run, tmp_path)
+    manager = checkpoints.CheckpointManager(os.path.join(root, "checkpoints"))
+    newest, previous = manager.checkpoints()
+    with open(os.path.join(newest, "tf", "ckpt.index"), "wb") as f:
+        f.write(b"garbage")
+    run = experiment.Experiment(catch_config(num_iterations=2), root,
+                                handle_signals=False, export_on_exit=False)
+    assert run.restore() == previous
+    assert run.iteration == 1
+    assert "unreadable" in caplog.text
+
+
+def test_full_disk_keeps_the_previous_checkpoint(finished_run, tmp_path, monkeypatch):
+    root = copy_of(finished_run, tmp_path)
+    run = experiment.Experiment(catch_config(), root, handle_signals=False,
+                                export_on_exit=False)
+    run.restore()
+    before = run.checkpoints.checkpoints()
+
+    def no_space(directory):
+        raise OSError(errno.ENOSPC, "No space left on device", directory)
+
+    monkeypatch.setattr(run.replay, "save", no_space)
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"No space left on device.*previous checkpoint .* is "
+                             r"intact.*disk is full"):
+        run.save_checkpoint()
+    assert run.checkpoints.checkpoints() == before
+    assert not [p for p in os.listdir(os.path.join(root, "checkpoints")) if ".tmp-" in p]
+    monkeypatch.undo()
+    assert run.restore() == before[0]
+
+
+def test_signal_checkpoints_mid_iteration_and_resume_finishes_it(tmp_path):
+    root = str(tmp_path / "run")
+    run = experiment.Experiment(catch_config(num_iterations=2), root,
+                                export_on_exit=False)
+    original = run.trainer.run
+
+    def run_then_signal(num_steps, stats=None, should_stop=None):
+        calls = {"n": 0}
+
+        def stop_after_25():
+            calls["n"] += 1
+            if calls["n"] == 25:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return should_stop()
+        return original(num_steps, stats=stats, should_stop=stop_after_25)
+
+    run.trainer.run = run_then_signal
+    run.run()
+    assert run.stopped_by_signal == signal.SIGTERM
+    state = json.load(open(os.path.join(run.checkpoints.checkpoints()[0], "state.json")))
+    assert state["iteration"] == 0
+    assert state["partial"]["agent_steps"] == 24
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    resumed = experiment.Experiment(catch_config(num_iterations=2), root,
+                                    export_on_exit=False)
+    resumed.run()
+    rows = read_rows(root)
+    assert [int(r["agent_steps"]) for r in rows] == [60, 120]
+
+
+def test_xla_train_step_in_a_run(tmp_path):
+    root = str(tmp_path / "run")
+    run = experiment.Experiment(catch_config(num_iterations=1, steps=50, jit="true"),
+                                root, handle_signals=False, export_on_exit=False)
+    assert run.learner.jit_compile
+    run.run()
+    assert float(read_rows(root)[0]["train_loss"]) > 0
+
+
+def test_summary_tags_and_hparams():
+    assert summaries.tag_for("train_episode_return") == "train/episode_return"
+    assert summaries.tag_for("expert_gate_3") == "experts/gate_3"
+    assert summaries.tag_for("dormant_fraction_tau_0.025") == (
+        "diagnostics/dormant_percent_tau_0.025")
+    assert summaries.tag_for("wall_time") is None
+    flat = summaries.flat_hparams(catch_config())
+    assert flat["agent.n_step"] == 1 and flat["network.penultimate"] == "softmoe"
+    assert flat["game"] == "catch"
+
+
+def test_unknown_game_lists_close_names():
+    with pytest.raises(ValueError, match="Pong"):
+        config_lib.ExperimentConfig(game="Pongg")
+
+
+def test_config_json_round_trip():
+    config = catch_config()
+    assert config_lib.ExperimentConfig.from_json(config.to_json()) == config
+    assert not config_lib.config_differences(config, config)
