@@ -1,0 +1,160 @@
+"""Every condition flag file and figure in experiments/configs/.
+
+Each flag file is parsed with the train binary's flags, checked against what
+its name promises, and its network and agent are built at a tiny width on
+the 84x84x4 Atari observation spec.
+"""
+
+import os
+import re
+
+import pytest
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from experiments import sweep
+from tf_softmoe import agents
+from tf_softmoe import networks
+
+FLAGFILES = sweep.all_flagfiles()
+NAME = re.compile(
+    r"(?P<agent>dqn|rainbow|der)_(?P<encoder>nature|impala)_"
+    r"(?P<block>flatten_x\d+|softmoe\d+|scaled_softmoe1|tokenized_(?:sum|avg)_x\d+|"
+    r"gap_x\d+|top1_moe|expert_choice)"
+    r"(?:_(?P<tokenizer>per_feat|per_patch|shuffled))?"
+    r"(?:_(?P<slots>slots10pct|slot1))?")
+# Tiny widths: what the test checks is that every combination builds.
+TINY = ("--hidden_units=8", "--replay_capacity=1000", "--min_replay_history=100")
+
+
+def expected_network(match):
+    """NetworkConfig fields a condition's name promises."""
+    block = match["block"]
+    fields = {"encoder": match["encoder"], "tokenizer": match["tokenizer"] or "per_conv",
+              "capacity_factor": 0.1 if match["slots"] == "slots10pct" else 1.0,
+              "num_slots": 1 if match["slots"] == "slot1" else None}
+    scale = re.search(r"_x(\d+)$", block)
+    if block.startswith("flatten") or block.startswith("gap"):
+        fields.update(penultimate=block.split("_")[0], scale=int(scale.group(1)))
+    elif block.startswith("tokenized"):
+        fields.update(penultimate=block.rsplit("_", 1)[0], scale=int(scale.group(1)))
+    elif block == "scaled_softmoe1":
+        fields.update(penultimate="softmoe", num_experts=1, scale=4)
+    elif block.startswith("softmoe"):
+        fields.update(penultimate="softmoe", num_experts=int(block[7:]), scale=1)
+    elif block == "top1_moe":
+        fields.update(penultimate="topk_moe", num_experts=4, top_k=1, scale=1)
+    else:
+        fields.update(penultimate="expert_choice", num_experts=4, scale=1)
+    return fields
+
+
+def test_the_conditions_of_the_issue_exist():
+    names = {sweep.condition_name(path) for path in FLAGFILES}
+    blocks = ("flatten_x1", "flatten_x4", "softmoe1", "softmoe4", "softmoe8",
+              "scaled_softmoe1", "tokenized_sum_x1", "tokenized_sum_x4",
+              "tokenized_avg_x1", "tokenized_avg_x4", "gap_x1", "gap_x4", "top1_moe",
+              "expert_choice")
+    for agent in ("dqn", "rainbow", "der"):
+        for encoder in ("nature", "impala"):
+            for block in blocks:
+                assert f"{agent}_{encoder}_{block}" in names
+    for study in ("softmoe4_per_feat", "softmoe4_per_patch", "softmoe4_shuffled",
+                  "softmoe4_slots10pct", "softmoe4_slot1", "scaled_softmoe1_slots10pct",
+                  "scaled_softmoe1_slot1"):
+        assert f"rainbow_impala_{study}" in names
+
+
+@pytest.mark.parametrize("flagfile", FLAGFILES, ids=sweep.condition_name)
+def test_flagfile_parses_to_what_its_name_says(flagfile):
+    name = sweep.condition_name(flagfile)
+    match = NAME.fullmatch(name)
+    assert match, f"{name} does not follow <agent>_<encoder>_<block>[_<study>]"
+    config = sweep.resolve_config(flagfile, game="Pong", seed=3)
+    assert (config.game, config.schedule.seed) == ("Pong", 3)
+    for field, value in expected_network(match).items():
+        assert getattr(config.network, field) == value, (name, field)
+    preset = agents.AgentConfig.preset(match["agent"])
+    assert config.agent == preset, name
+    if match["agent"] == "der":
+        assert config.protocol == "der"
+        assert (config.schedule.num_iterations, config.schedule.steps_per_iteration) == (
+            10, 10_000)
+    else:
+        assert config.protocol == "dopamine"
+        assert (config.schedule.num_iterations, config.schedule.steps_per_iteration) == (
+            200, 250_000)
+
+
+def test_flagfiles_leave_run_flags_to_the_sweep():
+    for flagfile in FLAGFILES:
+        with open(flagfile) as handle:
+            text = handle.read()
+        for flag in sweep.RUN_FLAGS:
+            assert not re.search(rf"^--{flag}=", text, re.MULTILINE), (flagfile, flag)
+
+
+def atari_specs():
+    observation = tensor_spec.BoundedTensorSpec([84, 84, 4], tf.uint8, 0, 255)
+    action = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 5)
+    return ts.time_step_spec(observation), action
+
+
+def output_shape(config):
+    """Q-values [actions] or C51 logits [actions, atoms] of one observation."""
+    atoms = [config.agent.num_atoms] if config.agent.kind == "rainbow" else []
+    return [6] + atoms
+
+
+def test_every_flagfile_builds_its_network_at_tiny_width():
+    # The network exactly as make_agent builds it (head, atoms, dueling and
+    # noise from the agent config); building runs it once on the Atari spec.
+    # Rainbow and DER share their networks, so each distinct one is built once.
+    time_step_spec, action_spec = atari_specs()
+    built = {}
+    for flagfile in FLAGFILES:
+        config = sweep.resolve_config(flagfile, extra_flags=TINY)
+        network_config = agents.factory.network_config_for(config.agent, config.network)
+        if network_config not in built:
+            q_network = networks.build_q_network(
+                network_config, time_step_spec.observation, action_spec)
+            built[network_config] = q_network.create_variables().shape.as_list()
+        assert built[network_config] == output_shape(config), flagfile
+    assert len(built) >= len(FLAGFILES) // 3 * 2
+
+
+@pytest.mark.parametrize("agent", ["dqn", "rainbow", "der"])
+@pytest.mark.parametrize("encoder", ["nature", "impala"])
+def test_agents_build_from_flagfiles_at_tiny_width(agent, encoder):
+    # Beyond its network (built above for every flag file), an agent depends
+    # only on its AgentConfig, one per preset.
+    time_step_spec, action_spec = atari_specs()
+    for block in ("softmoe4",):
+        flagfile = sweep.find_flagfile(f"{agent}_{encoder}_{block}")
+        config = sweep.resolve_config(flagfile, extra_flags=TINY)
+        built = agents.make_agent(config.agent, config.network, time_step_spec,
+                                  action_spec)
+        outputs, _ = built._q_network(  # pylint: disable=protected-access
+            tf.zeros([2, 84, 84, 4], tf.uint8))
+        assert outputs.shape.as_list() == [2] + output_shape(config)
+        assert built.agent_step.numpy() == 0
+
+
+def test_figures_name_existing_conditions_and_games():
+    names = sweep.figure_names()
+    assert "fig01_experts_and_scale" in names
+    for name in names:
+        figure = sweep.load_figure(name)
+        assert figure.title and figure.paper, name
+        assert figure.baseline in figure.conditions, name
+        for condition in figure.conditions:
+            assert os.path.isfile(sweep.find_flagfile(condition))
+        assert len(sweep.parse_games(figure.games)) >= 20
+        assert sweep.parse_seeds(figure.seeds) == [0, 1, 2, 3, 4]
+
+
+def test_game_sets():
+    sets = sweep.game_sets()
+    assert len(sets["atari20"]) == 20 and "AirRaid" in sets["atari20"]
+    assert len(sets["atari100k"]) == 26
