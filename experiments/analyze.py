@@ -219,7 +219,7 @@ def has_reference_scores(game):
 class RunScore:
     """A run's status and scores at the analysed horizon."""
     record: RunRecord
-    status: str                   # complete / incomplete / missing / no episode
+    status: str           # complete, incomplete (k/T), missing, no episode ended
     curve: np.ndarray             # forward-filled raw score per iteration
     final_raw: float
     final_hns: float
@@ -240,7 +240,8 @@ def score_runs(records, horizon, final_iterations=1):
         raise ValueError(f"final_iterations must be >= 1, got {final_iterations}.")
     scored = []
     for record in records:
-        if record.iterations == 0:
+        started = os.path.isfile(os.path.join(record.run_dir, "config.json"))
+        if record.iterations == 0 and not started:
             scored.append(RunScore(record, "missing", np.zeros(0), math.nan, math.nan))
             continue
         if record.iterations < horizon:
@@ -742,7 +743,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     figure = sweep_lib.load_figure(args.figure) if args.figure else None
-    conditions = (sweep_lib._split_list(args.conditions) if args.conditions  # pylint: disable=protected-access
+    conditions = (sweep_lib.split_list(args.conditions) if args.conditions
                   else list(figure.conditions) if figure else None)
     baseline = args.baseline or (figure.baseline if figure else None)
     title = args.title or (figure.title if figure else None)

@@ -148,7 +148,7 @@ def parse_games(spec, game_set_dir=GAME_SET_DIR):
     """
     sets = game_sets(game_set_dir)
     games = []
-    for item in _split_list(spec):
+    for item in split_list(spec):
         for game in sets.get(item, [item]):
             if game not in games:
                 games.append(game)
@@ -161,7 +161,7 @@ def parse_games(spec, game_set_dir=GAME_SET_DIR):
 def parse_seeds(spec):
     """Seeds of "0,1,2" or "0-4" (inclusive ranges), as a sorted list."""
     seeds = set()
-    for item in _split_list(spec):
+    for item in split_list(spec):
         match = re.fullmatch(r"(\d+)-(\d+)", item)
         if match:
             low, high = int(match.group(1)), int(match.group(2))
@@ -178,7 +178,8 @@ def parse_seeds(spec):
     return sorted(seeds)
 
 
-def _split_list(spec):
+def split_list(spec):
+    """Items of "a, b,c" (or of a sequence), stripped, empty ones dropped."""
     if isinstance(spec, str):
         return [item.strip() for item in spec.split(",") if item.strip()]
     return [str(item).strip() for item in spec if str(item).strip()]
@@ -231,7 +232,7 @@ def load_figure(name, figure_dir=FIGURE_DIR):
     if "figure" not in parser:
         raise ValueError(f"{path} has no [figure] section.")
     section = parser["figure"]
-    conditions = tuple(_split_list(section.get("conditions", "").replace("\n", ",")))
+    conditions = tuple(split_list(section.get("conditions", "").replace("\n", ",")))
     if not conditions:
         raise ValueError(f"{path} lists no conditions.")
     for condition in conditions:
@@ -867,7 +868,7 @@ def main(argv=None):
     try:
         figure = load_figure(args.figure) if args.figure else None
         if args.conditions:
-            flagfiles = [find_flagfile(name) for name in _split_list(args.conditions)]
+            flagfiles = [find_flagfile(name) for name in split_list(args.conditions)]
         elif figure:
             flagfiles = [find_flagfile(name) for name in figure.conditions]
         else:
@@ -883,7 +884,7 @@ def main(argv=None):
     workers = args.workers or default_workers(runs)
     if figure:
         out(f"Figure {figure.name}: {figure.title}\n  paper: {figure.paper}")
-    roots = [sweep_root] + [os.path.abspath(p) for p in _split_list(args.rates_from)]
+    roots = [sweep_root] + [os.path.abspath(p) for p in split_list(args.rates_from)]
     rates = measured_rates(roots)
     if args.dry_run and args.probe_steps > 0:
         for flagfile in flagfiles:

@@ -133,6 +133,16 @@ def test_missing_run_and_raw_only_game_are_reported(sweep_root):
     assert "| B | 2/2 | 2/2 | 1/2 |" in text  # AirRaid, Breakout, Pong columns
 
 
+def test_started_run_without_metrics_is_incomplete_not_missing(sweep_root):
+    run_dir = os.path.join(sweep_root, *MISSING[:2], f"seed_{MISSING[2]}")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as handle:
+        handle.write("{}")
+    result = analyze.analyze(sweep_root, reps=200, backend="numpy")
+    per_run = result.per_run.set_index(["condition", "game", "seed"])
+    assert per_run.loc[MISSING, "status"] == "incomplete (0/2)"
+
+
 def test_learning_curve_values(sweep_root):
     result = analyze.analyze(sweep_root, reps=300, backend="numpy")
     curve = result.curves[result.curves.condition == "A"]

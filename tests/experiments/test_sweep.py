@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import sweep
@@ -301,3 +302,21 @@ def test_launch_subprocess_logs_and_detaches(tmp_path, monkeypatch):
     child_session = int(text.strip().rsplit(" ", 1)[1])
     assert child_session != os.getsid(0)
     assert sys.executable in text
+
+
+def test_probe_rate_reads_the_second_iteration(tmp_path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(
+        "import os, sys\n"
+        "args = dict(a[2:].split('=', 1) for a in sys.argv[1:])\n"
+        "assert args['num_iterations'] == '2' and args['steps_per_iteration'] == '100'\n"
+        "assert args['min_replay_history'] == '50' and args['replay_capacity'] == '400'\n"
+        "with open(os.path.join(args['root_dir'], 'metrics.csv'), 'w') as f:\n"
+        "    f.write('iteration,agent_steps,train_steps_per_second\\n0,100,3.0\\n1,200,42.0\\n')\n")
+    monkeypatch.setattr(sweep, "TRAIN_SCRIPT", str(script))
+    flagfile = sweep.find_flagfile(CONDITIONS[0])
+    assert sweep.probe_rate(flagfile, "Pong", steps=100, log=lambda _: None) == 42.0
+    script.write_text("import sys\nsys.exit(3)\n")
+    messages = []
+    assert np.isnan(sweep.probe_rate(flagfile, "Pong", steps=100, log=messages.append))
+    assert any("probe failed (exit 3)" in m for m in messages)
