@@ -3,13 +3,15 @@
 import dataclasses
 from typing import Optional
 
+from tf_softmoe import _config
+
 KINDS = ("dqn", "rainbow")
 PRESETS = ("dqn", "rainbow", "der")
 LOSSES = ("mse", "huber")
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(_config.DictConfig):
     """Every hyper-parameter of the DQN and Rainbow agents.
 
     Use `AgentConfig.preset("dqn" | "rainbow" | "der", **overrides)`; the
@@ -115,20 +117,6 @@ class AgentConfig:
         steps_left = self.epsilon_decay_steps + self.min_replay_history - agent_step
         bonus = (self.epsilon_start - self.epsilon_end) * steps_left / self.epsilon_decay_steps
         return self.epsilon_end + min(max(bonus, 0.0), self.epsilon_start - self.epsilon_end)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown AgentConfig fields {unknown}; valid: {sorted(known)}.")
-        return cls(**values)
 
     @classmethod
     def preset(cls, name, **overrides):

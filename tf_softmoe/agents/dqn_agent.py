@@ -2,7 +2,6 @@
 
 import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
-from tf_agents.policies import epsilon_greedy_policy
 from tf_agents.policies import q_policy
 
 from tf_softmoe.agents import policies
@@ -41,24 +40,16 @@ class DqnAgent(dqn_agent.DqnAgent):
                  agent_step, train_step_counter=None, optimizer=None):
         self.agent_config = agent_config
         self.agent_step = agent_step
-        optimizer = optimizer or tf.keras.optimizers.Adam(
-            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon)
         super().__init__(
-            time_step_spec, action_spec, q_network=q_network, optimizer=optimizer,
-            epsilon_greedy=policies.linear_epsilon(agent_config, agent_step),
-            n_step_update=1,
-            target_update_period=agent_config.train_steps_per_target_update,
+            time_step_spec, action_spec, q_network=q_network,
             td_errors_loss_fn=(huber if agent_config.loss == "huber"
                                else half_squared_error),
-            gamma=1.0,
-            gradient_clipping=agent_config.max_gradient_norm,
-            train_step_counter=train_step_counter)
+            **policies.common_agent_kwargs(agent_config, agent_step,
+                                           train_step_counter, optimizer))
         if agent_config.noisy:
-            noisy_policy = q_policy.QPolicy(
-                time_step_spec, action_spec,
-                q_network=policies.NoisyExplorationNetwork(self._q_network))
-            self._collect_policy = epsilon_greedy_policy.EpsilonGreedyPolicy(
-                noisy_policy, epsilon=self._epsilon_greedy)
+            self._collect_policy = policies.noisy_collect_policy(
+                self, lambda net: q_policy.QPolicy(time_step_spec, action_spec,
+                                                   q_network=net))
 
     def _compute_next_q_values(self, next_time_steps, info):
         if not self.agent_config.double_q:

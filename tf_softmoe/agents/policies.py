@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 from tf_agents.networks import network
+from tf_agents.policies import epsilon_greedy_policy
 
 
 def linear_epsilon(agent_config, agent_step):
@@ -25,6 +26,36 @@ def linear_epsilon(agent_config, agent_step):
         return end + bonus
 
     return epsilon
+
+
+def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer):
+    """The TF-Agents constructor arguments both agents share.
+
+    gamma is 1 because the replay buffer already folds γ^n' into each
+    sample's bootstrap discount (0 after a terminal); target periods are
+    converted from agent steps to updates.
+    """
+    return dict(
+        optimizer=optimizer or tf.keras.optimizers.Adam(
+            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon),
+        epsilon_greedy=linear_epsilon(agent_config, agent_step),
+        n_step_update=1,
+        target_update_period=agent_config.train_steps_per_target_update,
+        gamma=1.0,
+        gradient_clipping=agent_config.max_gradient_norm,
+        train_step_counter=train_step_counter)
+
+
+def noisy_collect_policy(agent, make_policy):
+    """ε-greedy over a policy whose network draws fresh noise each call.
+
+    Args:
+      agent: the TF-Agents agent (its q-network and ε).
+      make_policy: `make_policy(network)` builds the greedy-capable policy.
+    """
+    noisy = make_policy(NoisyExplorationNetwork(agent._q_network))  # pylint: disable=protected-access
+    return epsilon_greedy_policy.EpsilonGreedyPolicy(
+        noisy, epsilon=agent._epsilon_greedy)  # pylint: disable=protected-access
 
 
 class NoisyExplorationNetwork(network.Network):

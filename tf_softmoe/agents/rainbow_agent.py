@@ -12,7 +12,6 @@ import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 from tf_agents.policies import categorical_q_policy
-from tf_agents.policies import epsilon_greedy_policy
 
 from tf_softmoe.agents import policies
 
@@ -68,25 +67,16 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
                  agent_step, train_step_counter=None, optimizer=None):
         self.agent_config = agent_config
         self.agent_step = agent_step
-        optimizer = optimizer or tf.keras.optimizers.Adam(
-            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon)
         super().__init__(
             time_step_spec, action_spec, categorical_q_network=q_network,
-            optimizer=optimizer,
             min_q_value=agent_config.v_min, max_q_value=agent_config.v_max,
-            epsilon_greedy=policies.linear_epsilon(agent_config, agent_step),
-            n_step_update=1,
-            target_update_period=agent_config.train_steps_per_target_update,
-            gamma=1.0,
-            gradient_clipping=agent_config.max_gradient_norm,
-            train_step_counter=train_step_counter)
+            **policies.common_agent_kwargs(agent_config, agent_step,
+                                           train_step_counter, optimizer))
         if agent_config.noisy:
-            noisy_policy = categorical_q_policy.CategoricalQPolicy(
-                time_step_spec, action_spec,
-                policies.NoisyExplorationNetwork(self._q_network),
-                agent_config.v_min, agent_config.v_max)
-            self._collect_policy = epsilon_greedy_policy.EpsilonGreedyPolicy(
-                noisy_policy, epsilon=self._epsilon_greedy)
+            self._collect_policy = policies.noisy_collect_policy(
+                self, lambda net: categorical_q_policy.CategoricalQPolicy(
+                    time_step_spec, action_spec, net, agent_config.v_min,
+                    agent_config.v_max))
 
     @property
     def support(self):

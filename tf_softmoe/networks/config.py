@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Optional, Tuple
 
+from tf_softmoe import _config
+
 ENCODERS = ("nature", "impala")
 PENULTIMATES = ("flatten", "softmoe", "tokenized_sum", "tokenized_avg", "gap",
                 "topk_moe", "expert_choice")
@@ -18,7 +20,7 @@ def _choice(field, value, valid):
 
 
 @dataclasses.dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(_config.DictConfig):
     """Every setting of `obs → encoder → penultimate block → Q head`.
 
     Widths follow the paper: the penultimate hidden width is
@@ -137,17 +139,3 @@ class NetworkConfig:
     @property
     def tokenized(self):
         return self.penultimate in TOKENIZED_PENULTIMATES
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown NetworkConfig fields {unknown}; valid: {sorted(known)}.")
-        return cls(**values)

@@ -1,6 +1,5 @@
 """TF-Agents Q-network: uint8 frames → encoder → penultimate block → Q head."""
 
-import numpy as np
 import tensorflow as tf
 from tf_agents.networks import network
 from tf_agents.specs import tensor_spec
