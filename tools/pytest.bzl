@@ -34,7 +34,7 @@ def pytest_test(name, src, deps = [], data = [], args = [], size = "medium", **k
         **kwargs
     )
 
-def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "medium", **kwargs):
+def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "medium", size_by_dir = {}, **kwargs):
     """A `pytest_test` per file in `srcs`, plus `test_suite`s that group them.
 
     The suite `name` holds every test; a suite "<dir>/all" holds the tests of
@@ -47,7 +47,9 @@ def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "med
       data: files every test reads.
       deps_by_dir: extra deps for the test files under a directory, as
         {"tests/experiments/": [":experiments"]}; every matching prefix adds.
-      size: Bazel test size of every test.
+      size: Bazel test size (it sets the timeout) of the tests.
+      size_by_dir: another size for the test files under a directory, as
+        {"tests/train/": "large"}; the longest matching prefix wins.
       **kwargs: passed on to every `py_test`.
     """
     tests = []
@@ -60,12 +62,18 @@ def pytest_tests(name, srcs, deps = [], data = [], deps_by_dir = {}, size = "med
         for prefix, dir_deps in deps_by_dir.items():
             if src.startswith(prefix):
                 extra_deps += [d for d in dir_deps if d not in extra_deps]
+        test_size = size
+        size_prefix = ""
+        for prefix, dir_size in size_by_dir.items():
+            if src.startswith(prefix) and len(prefix) > len(size_prefix):
+                test_size = dir_size
+                size_prefix = prefix
         pytest_test(
             name = test_name,
             src = src,
             deps = deps + extra_deps,
             data = data,
-            size = size,
+            size = test_size,
             **kwargs
         )
         tests.append(":" + test_name)
