@@ -67,17 +67,20 @@ class NoisyDense(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        kernel, bias = self.kernel_mu, self.bias_mu if self.use_bias else None
+        dtype = inputs.dtype
+        outputs = tf.tensordot(inputs, tf.cast(self.kernel_mu, dtype), axes=1)
+        if self.use_bias:
+            outputs = outputs + tf.cast(self.bias_mu, dtype)
         if training:
-            dtype = self.kernel_mu.dtype
+            # x (σ ⊙ ε_in ε_outᵀ) = ((x ⊙ ε_in) σ) ⊙ ε_out: the same noisy layer
+            # without forming the [d, units] noisy matrix (one extra matmul
+            # instead of three passes over the kernel).
             eps_in = factorised_noise([self.kernel_mu.shape[0]], dtype)
             eps_out = factorised_noise([self.units], dtype)
-            kernel = kernel + self.kernel_sigma * (eps_in[:, None] * eps_out[None, :])
+            noise = tf.tensordot(inputs * eps_in, tf.cast(self.kernel_sigma, dtype), axes=1)
+            outputs = outputs + noise * eps_out
             if self.use_bias:
-                bias = bias + self.bias_sigma * eps_out
-        outputs = tf.tensordot(inputs, tf.cast(kernel, inputs.dtype), axes=1)
-        if self.use_bias:
-            outputs = outputs + tf.cast(bias, inputs.dtype)
+                outputs = outputs + tf.cast(self.bias_sigma, dtype) * eps_out
         return self.activation(outputs) if self.activation is not None else outputs
 
     def compute_output_shape(self, input_shape):

@@ -62,8 +62,10 @@ class Learner:
         # XLA compilation, static shapes for the diagnostics.
         self._signature = [state, tf.TensorSpec([self.batch_size], tf.int32), vector,
                            state, vector, vector]
+        # No AutoGraph: nothing here branches on tensors, and converting
+        # TF-Agents' code dominated the first step (py-spy, docs/performance.md).
         self._train_fn = tf.function(self._train_step, jit_compile=self.jit_compile,
-                                     input_signature=self._signature)
+                                     input_signature=self._signature, autograph=False)
         self._diagnostics_fns = {}
 
     @property
@@ -134,7 +136,8 @@ class Learner:
         if taus not in self._diagnostics_fns:
             self._diagnostics_fns[taus] = tf.function(
                 lambda *args: self._diagnostics_step(*args, taus=taus),
-                jit_compile=self.jit_compile, input_signature=self._signature)
+                jit_compile=self.jit_compile, input_signature=self._signature,
+                autograph=False)
         args = [batch[key] for key in BATCH_KEYS]
         with tf.summary.record_if(False):
             out = self._diagnostics_fns[taus](*args)
