@@ -626,8 +626,16 @@ def format_duration(seconds):
     return text
 
 
-def describe_plan(runs, workers, estimate, out=print):
-    """Prints the plan: runs per condition and state, the compute needed."""
+def describe_plan(runs, workers, estimate, out=print, measured=None):
+    """Prints the plan: runs per condition and state, the compute needed.
+
+    Args:
+      runs, workers, estimate: the plan, its workers, its `Estimate`.
+      out: print function.
+      measured: {condition: steps/s} measured, shown also for conditions
+        with nothing left to run.
+    """
+    measured = measured or {}
     by_condition = collections.OrderedDict()
     for run in runs:
         by_condition.setdefault(run.condition, collections.Counter())[run.status.state] += 1
@@ -641,8 +649,12 @@ def describe_plan(runs, workers, estimate, out=print):
     out(f"  {'condition':<{width}}  finished  partial  new  steps/s (source)")
     for name, counts in by_condition.items():
         rate = estimate.rates.get(name)
-        rate_text = (f"{rate:.1f} ({estimate.sources.get(name, '')})" if rate else
-                     estimate.sources.get(name, "-"))
+        if rate:
+            rate_text = f"{rate:.1f} ({estimate.sources.get(name, '')})"
+        elif measured.get(name, 0) > 0:
+            rate_text = f"{measured[name]:.1f} (measured)"
+        else:
+            rate_text = estimate.sources.get(name, "-")
         out(f"  {name:<{width}}  {counts['finished']:>8}  {counts['partial']:>7}  "
             f"{counts['new']:>3}  {rate_text}")
     pending = [run for run in runs if run.status.state != "finished"]
@@ -894,7 +906,7 @@ def main(argv=None):
                                          steps=args.probe_steps, log=out)
     estimate = estimate_compute(runs, rates, workers, args.startup_seconds,
                                 fallback_rate=args.steps_per_second)
-    describe_plan(runs, workers, estimate, out=out)
+    describe_plan(runs, workers, estimate, out=out, measured=rates)
     if args.dry_run:
         pending = [run for run in runs if run.status.state != "finished"]
         if pending:
