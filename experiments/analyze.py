@@ -501,8 +501,11 @@ def plot_learning_curves(analysis, path, title=None):
         if rows.empty:
             continue
         frames = 4 * rows.agent_steps.to_numpy()
-        axis.plot(frames, rows.iqm, marker="o", markersize=3, label=condition)
-        axis.fill_between(frames, rows.lower, rows.upper, alpha=0.2)
+        iqm = rows.iqm.to_numpy()
+        line = axis.errorbar(frames, iqm, yerr=[iqm - rows.lower, rows.upper - iqm],
+                             marker="o", markersize=3, capsize=3, label=condition)
+        axis.fill_between(frames, rows.lower, rows.upper, alpha=0.2,
+                          color=line.lines[0].get_color())
     axis.set_xlabel("Frames (4 per agent step)")
     axis.set_ylabel("IQM human-normalised score")
     axis.xaxis.set_major_formatter(
@@ -553,19 +556,18 @@ def plot_probability_of_improvement(analysis, path, title=None):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
     rows = analysis.improvement
-    figure, axis = plt.subplots(figsize=(6.5, 0.5 * max(1, len(rows)) + 1.5))
+    figure, axis = plt.subplots(figsize=(8, 0.5 * max(1, len(rows)) + 1.6))
     for i, row in enumerate(rows.itertuples()):
         axis.barh(i, row.upper - row.lower, left=row.lower, height=0.6, alpha=0.6)
         axis.vlines(row.probability, i - 0.3, i + 0.3, color="black", linewidth=1.5)
     axis.axvline(0.5, color="gray", linestyle="--", linewidth=1)
     axis.set_yticks(range(len(rows)))
-    axis.set_yticklabels([f"P({row.condition} > {row.baseline})"
-                          for row in rows.itertuples()], fontsize=8)
+    axis.set_yticklabels(list(rows.condition), fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0, 1)
-    axis.set_xlabel("Probability of improvement")
+    axis.set_xlabel(f"P(condition > {analysis.baseline}), 95 % CI")
     axis.grid(axis="x", alpha=0.3)
-    axis.set_title(title or "Probability of improvement (95 % CIs)", fontsize=10)
+    figure.suptitle(title or "Probability of improvement", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -614,7 +616,9 @@ def render_report(analysis, plots=(), label=None, title=None):
         f"- Score: `{settings['score']}` (mean return of the episodes that ended in "
         "an iteration; an iteration without one carries the previous score forward)",
         f"- Horizon: {analysis.horizon} iterations; final score = mean of the last "
-        f"{settings['final_iterations']} iteration(s)",
+        f"{settings['final_iterations']} iteration(s); learning curves leave out "
+        "the first iterations of a condition until every one of its runs has "
+        "ended an episode",
         f"- Human-normalised with the random/human table of "
         "`tf_softmoe/metrics/data/atari_human_random.csv`",
         f"- Intervals: {confidence} % percentile, stratified bootstrap, "
