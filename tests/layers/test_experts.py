@@ -35,7 +35,8 @@ def test_per_expert_glorot_bounds():
     layer.build((None, n, 4, d))
     bound = math.sqrt(6.0 / (d + h))
     k = layer.kernel_in.numpy()
-    assert np.abs(k).max() <= bound
+    # float32 weights against a float64 bound: allow one float32 rounding.
+    assert np.abs(k).max() <= bound * (1 + 1e-6)
     assert np.abs(k).max() > 0.98 * bound
     # Experts are initialised independently.
     assert not np.allclose(k[0], k[1])
