@@ -32,7 +32,9 @@ comes to it (the Python glue's cost).
 
 The measurements alternate (env, learner, e2e, …) for `--rounds` rounds so
 the machine's load falls on all alike; medians are reported with the
-1-minute load average. The warm-up uses a short `min_replay_history`
+1-minute load average, and `paired_*` is the median over rounds of e2e
+divided by the same round's slower bound (less sensitive to the load
+drifting between rounds). The warm-up uses a short `min_replay_history`
 (`--min-replay`) so that learning starts quickly; replay capacity is
 `--capacity` (the 1 M buffer is benchmarked by replay_bench).
 
@@ -180,7 +182,7 @@ def bench_agent(agent_name, args, log):
         f"(jit_compile={setup.learner.jit_compile})")
     updates = max(1, args.steps // setup.agent_config.update_period)
     env_sps, learner_sps, update_s, e2e_sps, policy_s, train_frac = ([] for _ in range(6))
-    policy_f_s, e2e_f_sps = [], []
+    policy_f_s, e2e_f_sps, paired, paired_f = [], [], [], []
     load_before = os.getloadavg()[0]
     for r in range(args.rounds):
         env_sps.append(setup.env_alone(args.env_steps))
@@ -194,6 +196,10 @@ def bench_agent(agent_name, args, log):
         e2e_sps.append(sps)
         train_frac.append(stats.train_seconds / stats.seconds)
         e2e_f_sps.append(setup.e2e(args.steps, setup.policy_factorised)[0])
+        # The same round's bound: robust to the load drifting between rounds.
+        slower_now = min(env_sps[-1], learner_sps[-1])
+        paired.append(e2e_sps[-1] / slower_now)
+        paired_f.append(e2e_f_sps[-1] / slower_now)
         log(f"  round {r + 1}: env {env_sps[-1]:.0f}/s, learner "
             f"{learner_sps[-1]:.2f}/s, e2e {e2e_sps[-1]:.2f}/s, policy "
             f"{policy_s[-1] * 1e3:.1f}ms (factorised {policy_f_s[-1] * 1e3:.1f}ms), "
@@ -216,6 +222,8 @@ def bench_agent(agent_name, args, log):
         "policy_factorised_ms": med(policy_f_s) * 1e3,
         "e2e_factorised": med(e2e_f_sps),
         "e2e_factorised_vs_slower_bound": med(e2e_f_sps) / slower,
+        "paired_e2e_vs_slower_bound": med(paired),
+        "paired_e2e_factorised_vs_slower_bound": med(paired_f),
         "warmup_s": warm_s, "rounds": args.rounds, "steps": args.steps,
         "load_before": load_before, "load_after": os.getloadavg()[0],
     }
@@ -242,7 +250,8 @@ def main(argv=None):
     common.print_table(rows, ["agent", "jit_compile", "e2e_steps_per_s",
                               "env_alone_steps_per_s", "learner_alone_steps_per_s",
                               "update_ms", "policy_ms", "policy_factorised_ms",
-                              "bound", "e2e_vs_slower_bound", "met",
+                              "bound", "e2e_vs_slower_bound",
+                              "paired_e2e_vs_slower_bound", "met",
                               "e2e_factorised_vs_slower_bound", "serial_bound",
                               "e2e_vs_serial", "load_before"])
     common.write_json(args.json, "e2e_bench", rows, settings=vars(args))
