@@ -274,3 +274,12 @@ def test_inconsistent_agent_settings():
         agents.AgentConfig.preset("dqn", min_replay_history=8)
     with pytest.raises(ValueError, match="v_max > v_min"):
         agents.AgentConfig.preset("rainbow", v_min=1.0, v_max=1.0)
+
+
+def test_adam_uses_the_reference_epsilon_placement():
+    env = catch(0)
+    agent = agents.make_agent(fast_config("dqn"), SMALL_NET, env.time_step_spec(),
+                              env.action_spec())
+    optimizer = agent._optimizer  # pylint: disable=protected-access
+    assert optimizer.adaptive_epsilon
+    assert optimizer.epsilon == pytest.approx(1.5e-4)

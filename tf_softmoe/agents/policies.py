@@ -36,8 +36,11 @@ def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer)
     converted from agent steps to updates.
     """
     return dict(
+        # adaptive_epsilon: ε as in Adam's Algorithm 1 (optax, hence the JAX
+        # reference), not Keras's default "ε hat", which is ~30x larger early on.
         optimizer=optimizer or tf.keras.optimizers.Adam(
-            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon),
+            learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon,
+            adaptive_epsilon=True),
         epsilon_greedy=linear_epsilon(agent_config, agent_step),
         n_step_update=1,
         target_update_period=agent_config.train_steps_per_target_update,
