@@ -39,7 +39,9 @@ class NetworkConfig(_config.DictConfig):
       scale: width multiplier k >= 1.
       tokenizer: one of TOKENIZER_KINDS (tokenized blocks only).
       patch_size, patch_embedding, patch_embedding_dim: PerPatch settings
-        (embedding dim None: 64 for Nature, 32 for Impala, as the reference).
+        (embedding dim None: 64 for Nature, 32 for Impala, as the reference's
+        DQN networks; its Rainbow network uses 64 with both encoders, which
+        the Rainbow PerPatch flag files set).
       shuffle_seed, shuffle_scope: Shuffled tokenizer settings.
       num_experts: experts of a MoE block (None: 4); must stay None for the
         blocks without experts.

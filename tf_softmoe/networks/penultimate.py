@@ -18,7 +18,7 @@ def hidden_dense(units, noisy, sigma0, name, dtype=None):
 
 def make_tokenizer_for(config, dtype=None):
     """The tokenizer a `NetworkConfig` asks for (PerPatch embedding 64 for
-    Nature and 32 for Impala unless set, as the reference)."""
+    Nature and 32 for Impala unless set, as the reference's DQN networks)."""
     kwargs = {}
     if config.tokenizer == "per_patch":
         embedding_dim = config.patch_embedding_dim or (
