@@ -15,7 +15,7 @@ another; then this script reads the JSON files and prints, and writes to
 
 Usage:
   python -m benchmarks.run_all [--out runs/benchmarks] [--quick]
-      [--skip replay_bench,...] [--threads 0]
+      [--skip replay_bench,...] [--threads 1] [--setup-peers]
 `--quick` shortens every benchmark (fewer rounds, a 100 k replay) for a
 smoke run; the numbers are then not the documented ones.
 """
@@ -129,7 +129,9 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "runs", "benchmarks"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip", default="")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="train_step_bench threads per implementation (1: "
+                        "the documented comparison; 0: each library's default)")
     parser.add_argument("--setup-peers", action="store_true")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
