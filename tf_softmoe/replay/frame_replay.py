@@ -66,6 +66,7 @@ import uuid
 import numpy as np
 
 from tf_softmoe.replay.sum_tree import SumTree
+from tf_softmoe.replay.sum_tree import check_indices
 
 # Bits of the per-slot flag byte.
 TERMINAL = 1        # The env reached a terminal state after the action.
@@ -944,18 +945,8 @@ class FrameReplayBuffer:
         return array
 
     def _check_indices(self, indices):
-        indices = np.asarray(indices)
-        if indices.size and not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(
-                f"indices must be integers (from sample()['indices']), got "
-                f"dtype {indices.dtype}.")
-        indices = indices.astype(np.int64, copy=False).reshape(-1)
-        if indices.size and (indices.min() < 0
-                             or indices.max() >= self._capacity):
-            raise ValueError(
-                f"indices must lie in [0, {self._capacity}), got min "
-                f"{indices.min()} and max {indices.max()}.")
-        return indices
+        return check_indices(
+            indices, self._capacity, "indices (from sample()['indices'])")
 
 
 def synthetic_transitions(start, stop, frame_shape=(84, 84),

@@ -228,18 +228,7 @@ class SumTree:
         self._nodes[...] = nodes
 
     def _check_indices(self, indices):
-        indices = np.asarray(indices)
-        if indices.size and not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(
-                f"SumTree indices must be integers, got dtype "
-                f"{indices.dtype}.")
-        indices = indices.astype(np.int64, copy=False).reshape(-1)
-        if indices.size and (indices.min() < 0
-                             or indices.max() >= self._capacity):
-            raise ValueError(
-                f"SumTree leaf indices must lie in [0, {self._capacity}), got "
-                f"min {indices.min()} and max {indices.max()}.")
-        return indices
+        return check_indices(indices, self._capacity, "SumTree leaf indices")
 
     @staticmethod
     def _check_priorities(priorities):
@@ -251,3 +240,21 @@ class SumTree:
             raise ValueError(
                 f"Priorities must be >= 0, got a minimum of "
                 f"{priorities.min()}.")
+
+
+def check_indices(indices, capacity, what="indices"):
+    """Integer indices in [0, capacity) as a flat int64 array.
+
+    Raises:
+        ValueError: non-integer dtype or an index out of range, naming `what`.
+    """
+    indices = np.asarray(indices)
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(
+            f"{what} must be integers, got dtype {indices.dtype}.")
+    indices = indices.astype(np.int64, copy=False).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= capacity):
+        raise ValueError(
+            f"{what} must lie in [0, {capacity}), got min {indices.min()} "
+            f"and max {indices.max()}.")
+    return indices
