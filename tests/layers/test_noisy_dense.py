@@ -60,3 +60,38 @@ def test_invalid_arguments():
         layers.NoisyDense(4, sigma0=0)
     with pytest.raises(ValueError, match="units"):
         layers.NoisyDense(0)
+
+
+def test_factorised_and_matrix_forms_agree_with_the_same_noise():
+    # Few rows take ((x ⊙ ε_in) σ) ⊙ ε_out, many rows the noisy matrix; with
+    # the same seed both draw the same ε and must give the same layer.
+    from tf_softmoe.layers import noisy_dense
+    layer = layers.NoisyDense(6, sigma0=0.5)
+    rng = np.random.default_rng(3)
+    few = rng.normal(size=(2, 5)).astype(np.float32)
+    many = np.concatenate(
+        [few, rng.normal(size=(noisy_dense.FACTORISED_MAX_ROWS, 5)).astype(np.float32)])
+    assert noisy_dense.static_rows(tf.constant(few)) <= noisy_dense.FACTORISED_MAX_ROWS
+    assert noisy_dense.static_rows(tf.constant(many)) > noisy_dense.FACTORISED_MAX_ROWS
+    layer(few)
+    tf.random.set_seed(11)
+    y_few = layer(few, training=True).numpy()
+    tf.random.set_seed(11)
+    y_many = layer(many, training=True).numpy()
+    np.testing.assert_allclose(y_few, y_many[:2], rtol=1e-5, atol=1e-6)
+    # And both equal x W + b with W, b formed by hand from that noise.
+    tf.random.set_seed(11)
+    eps_in = noisy_dense.factorised_noise([5], tf.float32).numpy()
+    eps_out = noisy_dense.factorised_noise([6], tf.float32).numpy()
+    w = layer.kernel_mu.numpy() + layer.kernel_sigma.numpy() * np.outer(eps_in, eps_out)
+    b = layer.bias_mu.numpy() + layer.bias_sigma.numpy() * eps_out
+    np.testing.assert_allclose(y_few, few @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_static_rows_counts_an_unknown_batch_as_one():
+    from tf_softmoe.layers import noisy_dense
+    spec = tf.TensorSpec([None, 121, 8])
+    rows = []
+    tf.function(lambda t: rows.append(noisy_dense.static_rows(t)) or t,
+                input_signature=[spec]).get_concrete_function()
+    assert rows == [121]
