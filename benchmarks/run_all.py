@@ -7,7 +7,8 @@ another; then this script reads the JSON files and prints, and writes to
 
   train_step   Rainbow-Impala-SoftMoE-4 step ≤ 0.8 × the fastest peer
                (train_step_bench; the library as it is and with oneDNN)
-  jit_auto     `jit_compile="auto"` (graph on CPU) never slower than XLA
+  jit_auto     `jit_compile="auto"` picks the faster of graph and XLA per
+               network
                (train_step_bench's graph/XLA pairs)
   e2e          end-to-end ≥ 90 % of the slower bound (e2e_bench)
   replay       ≤ 7.2 KB per transition at 1 M (replay_bench)
@@ -89,11 +90,13 @@ def summarise(results):
                     "status": "met" if ratio <= 0.8 else "not met"})
     if step:
         for decision in step.get("jit_compile", []):
+            auto = decision.get("auto", "graph")
+            over = decision.get("auto_over_best", 1.0)
             rows.append({
-                "goal": f"jit auto=graph on CPU, {decision['case']} "
-                        f"({decision['kernels']} kernels): xla/graph",
-                "measured": decision["xla_over_graph"], "target": ">= 1",
-                "status": "met" if decision["xla_over_graph"] >= 1 else "not met"})
+                "goal": f"jit auto={auto}, {decision['case']} "
+                        f"({decision['kernels']} kernels): its time / the faster's",
+                "measured": over, "target": "1",
+                "status": "met" if over <= 1.0 else "not met"})
     e2e = results.get("e2e_bench")
     for row in (e2e or {}).get("rows", []):
         rows.append({

@@ -74,7 +74,9 @@ from benchmarks.peers import setup_envs  # noqa: E402
 from tf_softmoe.agents import AgentConfig  # noqa: E402
 from tf_softmoe.agents import make_agent  # noqa: E402
 from tf_softmoe.networks import NetworkConfig  # noqa: E402
+from tf_softmoe.agents.factory import network_config_for  # noqa: E402
 from tf_softmoe.train.learner import Learner  # noqa: E402
+from tf_softmoe.train.learner import resolve_jit_compile  # noqa: E402
 
 OURS = ("ours_graph", "ours_xla")
 PEERS = {
@@ -286,8 +288,18 @@ JIT_PAIRS = (("ours_graph", "ours_xla", "default"),
              ("ours_graph_eigen", "ours_xla_eigen", "eigen"))
 
 
+def auto_choice(case):
+    """"xla" or "graph": what `jit_compile="auto"` picks for the case's
+    network on this machine."""
+    config = network_config_for(AgentConfig.preset(case["agent"]),
+                                network_config(case))
+    return "xla" if resolve_jit_compile("auto", config) else "graph"
+
+
 def jit_decisions(rows):
-    """Per case and kernel setting: graph and XLA times, which is faster."""
+    """Per case and kernel setting: graph and XLA times, which is faster, and
+    what `jit_compile="auto"` picks (`auto_over_best`: its time over the
+    faster one's, 1 when it picks the faster)."""
     out = []
     for key in sorted({r["case"] for r in rows}):
         mine = {r["impl"]: r for r in rows if r["case"] == key and "median_ms" in r}
@@ -295,6 +307,9 @@ def jit_decisions(rows):
             if graph_name not in mine or xla_name not in mine:
                 continue
             graph, xla = mine[graph_name], mine[xla_name]
+            case = next(r for r in rows if r["case"] == key)
+            auto = auto_choice(case)
+            best = min(graph["median_ms"], xla["median_ms"])
             out.append({
                 "case": key, "kernels": setting,
                 "graph_ms": graph["median_ms"], "xla_ms": xla["median_ms"],
@@ -302,6 +317,8 @@ def jit_decisions(rows):
                 "xla_over_graph": xla["median_ms"] / graph["median_ms"],
                 "xla_over_graph_cpu": xla["cpu_ms"] / graph["cpu_ms"],
                 "faster": "xla" if xla["median_ms"] < graph["median_ms"] else "graph",
+                "auto": auto,
+                "auto_over_best": (xla if auto == "xla" else graph)["median_ms"] / best,
                 "graph_first_step_s": graph["first_step_s"],
                 "xla_first_step_s": xla["first_step_s"],
             })
@@ -376,7 +393,8 @@ def print_results(rows, decisions, goal):
         print("\njit_compile: graph vs XLA")
         common.print_table(decisions, ["case", "kernels", "graph_ms", "xla_ms",
                                        "graph_cpu_ms", "xla_cpu_ms",
-                                       "xla_over_graph", "faster"])
+                                       "xla_over_graph", "faster", "auto",
+                                       "auto_over_best"])
     if goal:
         print(f"\ngoal {GOAL_CASE} <= {GOAL_RATIO} x fastest peer "
               f"({goal['fastest_peer']} {goal['fastest_peer_ms']:.0f} ms): "

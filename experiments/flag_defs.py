@@ -78,7 +78,9 @@ flags.DEFINE_integer("diagnostics_period", 2_500, "Updates between diagnostics."
 flags.DEFINE_list("dormant_taus", ["0", "0.025"], "Dormant-neuron thresholds.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA for the train step: auto = on GPU/TPU, off on CPU.")
+                  "XLA for the train step: auto = on GPU/TPU; on CPU for the "
+                  "Nature encoder without noisy layers, else off (measured "
+                  "per network, docs/performance.md).")
 flags.DEFINE_boolean("allow_config_change", False,
                      "Resume a run directory even if its stored config differs.")
 

@@ -27,8 +27,8 @@ class ScheduleConfig:
         every iteration.
       dormant_taus: τ thresholds of the dormant-neuron fractions.
       keep_checkpoints: how many checkpoints to keep.
-      jit_compile: "auto" (XLA on GPU/TPU; see `resolve_jit_compile`), "true"
-        or "false".
+      jit_compile: "auto" (XLA on GPU/TPU, on CPU chosen per network; see
+        `resolve_jit_compile`), "true" or "false".
       seed: seeds TensorFlow, the replay sampler and the environment.
     """
 

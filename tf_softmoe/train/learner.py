@@ -10,11 +10,22 @@ BATCH_KEYS = ("state", "action", "reward", "next_state", "discount",
               "importance_weights")
 
 
-def resolve_jit_compile(jit_compile):
-    """`"auto"`: XLA on GPU/TPU, plain graph on CPU (with the oneDNN kernels
-    tf_softmoe enables, the graph was faster than XLA for every network
-    measured, batch 32; see docs/performance.md).
-    Booleans and "true"/"false" pass through."""
+def resolve_jit_compile(jit_compile, network_config=None):
+    """Whether the train step is compiled with XLA.
+
+    `"auto"`: XLA on a GPU or TPU. On a CPU, per network, from the graph vs
+    XLA measurements of `benchmarks/train_step_bench.py` (batch 32, with the
+    oneDNN kernels tf_softmoe enables; docs/performance.md): XLA for the
+    Nature encoder without noisy layers (DQN-Nature: XLA 0.72–0.94× the
+    graph's time on four of five blocks, even on the fifth), the plain graph
+    otherwise (every Impala network: XLA 1.2–1.6×; noisy Nature networks:
+    XLA 1.03–1.38× on four of five). Without a `network_config`, the graph.
+    Booleans and "true"/"false" pass through.
+
+    Args:
+      jit_compile: True, False, "true", "false" or "auto".
+      network_config: the `NetworkConfig` of the network being trained.
+    """
     if isinstance(jit_compile, bool):
         return jit_compile
     value = str(jit_compile).lower()
@@ -26,7 +37,11 @@ def resolve_jit_compile(jit_compile):
         raise ValueError(f"jit_compile must be 'auto', 'true' or 'false', got {jit_compile!r}.")
     accelerators = (tf.config.list_logical_devices("GPU")
                     + tf.config.list_logical_devices("TPU"))
-    return bool(accelerators)
+    if accelerators:
+        return True
+    if network_config is None:
+        return False
+    return network_config.encoder == "nature" and not network_config.noisy
 
 
 class Learner:
@@ -53,7 +68,8 @@ class Learner:
 
     def __init__(self, agent, jit_compile="auto", batch_size=None):
         self.agent = agent
-        self.jit_compile = resolve_jit_compile(jit_compile)
+        self.jit_compile = resolve_jit_compile(
+            jit_compile, getattr(agent._q_network, "config", None))  # pylint: disable=protected-access
         self.batch_size = batch_size or agent.agent_config.batch_size
         observation = agent.time_step_spec.observation
         state = tf.TensorSpec([self.batch_size] + list(observation.shape),

@@ -1,0 +1,56 @@
+"""resolve_jit_compile: explicit values pass through, "auto" picks per network."""
+
+import pytest
+import tensorflow as tf
+
+from tf_softmoe.networks import NetworkConfig
+from tf_softmoe.train import resolve_jit_compile
+
+ON_ACCELERATOR = bool(tf.config.list_logical_devices("GPU")
+                      + tf.config.list_logical_devices("TPU"))
+
+
+@pytest.mark.parametrize("value,expected", [
+    (True, True), (False, False), ("true", True), ("FALSE", False), ("1", True),
+    ("no", False)])
+def test_explicit_values_pass_through(value, expected):
+    assert resolve_jit_compile(value, NetworkConfig(encoder="nature")) is expected
+
+
+def test_unknown_value_names_the_choices():
+    with pytest.raises(ValueError, match="'auto', 'true' or 'false'"):
+        resolve_jit_compile("sometimes")
+
+
+@pytest.mark.skipif(ON_ACCELERATOR, reason="auto is XLA on every accelerator")
+@pytest.mark.parametrize("encoder,noisy,penultimate,expected", [
+    ("nature", False, "flatten", True),       # DQN-Nature: XLA measured faster
+    ("nature", False, "softmoe", True),
+    ("nature", False, "tokenized_sum", True),
+    ("nature", True, "flatten", False),       # noisy (Rainbow): the graph
+    ("nature", True, "softmoe", False),
+    ("impala", False, "softmoe", False),      # every Impala network: the graph
+    ("impala", True, "flatten", False),
+])
+def test_auto_on_cpu_follows_the_per_network_measurements(encoder, noisy,
+                                                          penultimate, expected):
+    config = NetworkConfig(encoder=encoder, noisy=noisy, penultimate=penultimate,
+                           num_experts=4 if penultimate == "softmoe" else None)
+    assert resolve_jit_compile("auto", config) is expected
+    assert resolve_jit_compile("auto") is False  # no network: the graph
+
+
+def test_learner_resolves_auto_from_its_agents_network():
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from tf_agents.specs import array_spec  # pylint: disable=g-import-not-at-top
+    from tf_agents.trajectories import time_step as ts  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.agents import AgentConfig, make_agent  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.train.learner import Learner  # pylint: disable=g-import-not-at-top
+    observation = array_spec.BoundedArraySpec((84, 84, 4), np.uint8, 0, 255)
+    action = array_spec.BoundedArraySpec((), np.int64, 0, 5)
+    for preset, expected in (("dqn", True), ("rainbow", False)):
+        agent = make_agent(AgentConfig.preset(preset),
+                           NetworkConfig(encoder="nature", penultimate="flatten"),
+                           ts.time_step_spec(observation), action)
+        learner = Learner(agent, jit_compile="auto")
+        assert learner.jit_compile is (expected or ON_ACCELERATOR)
