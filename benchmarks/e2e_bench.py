@@ -15,15 +15,6 @@ For DQN and Rainbow (the presets; update every 4 agent steps) on Pong
   policy_alone `CompiledPolicy.action` on one observation (the collect
                policy's network call), for the breakdown.
 
-Proposed library change, measured in the same rounds: `NoisyDense` builds
-W = μ + σ ⊙ (ε_in ε_outᵀ) on every call, three passes over a [d, h] matrix
-that dominate a one-observation action (Rainbow's collect policy). For a
-few rows the same output is x μ + ((x ⊙ ε_in) σ) ⊙ ε_out + b, two
-matrix-vector products and no [d, h] temporary. `policy_factorised_ms` is
-the collect policy traced with that form (monkeypatched while tracing; rows
-≤ 4 only, so training batches are unchanged) and `e2e_factorised` the loop
-run with that policy.
-
 The goal (docs/performance.md): e2e ≥ 90 % of the slower bound. The loop
 is serial, so without overlap e2e can reach at most
 1 / (1/env + 1/learner + policy + replay add): `serial_bound` is that sum
@@ -62,49 +53,8 @@ from tf_softmoe.agents import AgentConfig  # noqa: E402
 from tf_softmoe.agents import make_agent  # noqa: E402
 from tf_softmoe.envs import AtariConfig  # noqa: E402
 from tf_softmoe.envs import make_atari_env  # noqa: E402
-from tf_softmoe.layers import NoisyDense  # noqa: E402
-from tf_softmoe.layers import noisy_dense  # noqa: E402
 from tf_softmoe.train import loop  # noqa: E402
 from tf_softmoe.train.learner import Learner  # noqa: E402
-
-
-FACTORISED_MAX_ROWS = 4
-
-
-def factorised_noisy_call(original):
-    """NoisyDense.call computing x W for few rows without forming W."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    def call(self, inputs, training=None):
-        rows = inputs.shape[:-1].num_elements()
-        if not training or rows is None or rows > FACTORISED_MAX_ROWS:
-            return original(self, inputs, training=training)
-        dtype = self.kernel_mu.dtype
-        eps_in = noisy_dense.factorised_noise([self.kernel_mu.shape[0]], dtype)
-        eps_out = noisy_dense.factorised_noise([self.units], dtype)
-        x = inputs
-        cast = lambda v: tf.cast(v, x.dtype)
-        outputs = (tf.tensordot(x, cast(self.kernel_mu), axes=1)
-                   + tf.tensordot(x * cast(eps_in), cast(self.kernel_sigma), axes=1)
-                   * cast(eps_out))
-        if self.use_bias:
-            outputs = outputs + cast(self.bias_mu + self.bias_sigma * eps_out)
-        return self.activation(outputs) if self.activation is not None else outputs
-
-    return call
-
-
-def traced_with_factorised_noise(agent, seed, time_step):
-    """A CompiledPolicy of the collect policy traced with the factorised
-    NoisyDense (the patch is only in place while tracing)."""
-    policy = loop.CompiledPolicy(agent.collect_policy, seed=seed)
-    original = NoisyDense.call
-    NoisyDense.call = factorised_noisy_call(original)
-    try:
-        policy.action(time_step)
-    finally:
-        NoisyDense.call = original
-    return policy
 
 
 class Setup:
@@ -130,7 +80,6 @@ class Setup:
         self.random_env.reset()
         self.seed = seed
         self.policy_current = None
-        self.policy_factorised = None
 
     def warm_up(self):
         """Fills the replay to min_replay_history and runs a few updates
@@ -139,8 +88,6 @@ class Setup:
         need = self.agent_config.min_replay_history + 4 * 3
         self.trainer.run(need - self.trainer.agent_step)
         self.policy_current = self.trainer.policy
-        self.policy_factorised = traced_with_factorised_noise(
-            self.agent, self.seed, self.env.current_time_step())
         return time.perf_counter() - start
 
     def env_alone(self, steps):
@@ -182,7 +129,7 @@ def bench_agent(agent_name, args, log):
         f"(jit_compile={setup.learner.jit_compile})")
     updates = max(1, args.steps // setup.agent_config.update_period)
     env_sps, learner_sps, update_s, e2e_sps, policy_s, train_frac = ([] for _ in range(6))
-    policy_f_s, e2e_f_sps, paired, paired_f = [], [], [], []
+    paired = []
     load_before = os.getloadavg()[0]
     for r in range(args.rounds):
         env_sps.append(setup.env_alone(args.env_steps))
@@ -190,20 +137,15 @@ def bench_agent(agent_name, args, log):
         learner_sps.append(sps)
         update_s.append(seconds)
         policy_s.append(setup.policy_alone(args.policy_calls, setup.policy_current))
-        policy_f_s.append(setup.policy_alone(args.policy_calls,
-                                             setup.policy_factorised))
         sps, stats = setup.e2e(args.steps, setup.policy_current)
         e2e_sps.append(sps)
         train_frac.append(stats.train_seconds / stats.seconds)
-        e2e_f_sps.append(setup.e2e(args.steps, setup.policy_factorised)[0])
         # The same round's bound: robust to the load drifting between rounds.
         slower_now = min(env_sps[-1], learner_sps[-1])
         paired.append(e2e_sps[-1] / slower_now)
-        paired_f.append(e2e_f_sps[-1] / slower_now)
         log(f"  round {r + 1}: env {env_sps[-1]:.0f}/s, learner "
             f"{learner_sps[-1]:.2f}/s, e2e {e2e_sps[-1]:.2f}/s, policy "
-            f"{policy_s[-1] * 1e3:.1f}ms (factorised {policy_f_s[-1] * 1e3:.1f}ms), "
-            f"e2e factorised {e2e_f_sps[-1]:.2f}/s")
+            f"{policy_s[-1] * 1e3:.1f}ms")
     med = statistics.median
     env_m, learner_m, e2e_m = med(env_sps), med(learner_sps), med(e2e_sps)
     policy_m = med(policy_s)
@@ -219,11 +161,7 @@ def bench_agent(agent_name, args, log):
         "e2e_vs_slower_bound": e2e_m / slower, "goal": 0.9,
         "met": e2e_m / slower >= 0.9, "serial_bound": serial,
         "e2e_vs_serial": e2e_m / serial, "train_fraction": med(train_frac),
-        "policy_factorised_ms": med(policy_f_s) * 1e3,
-        "e2e_factorised": med(e2e_f_sps),
-        "e2e_factorised_vs_slower_bound": med(e2e_f_sps) / slower,
         "paired_e2e_vs_slower_bound": med(paired),
-        "paired_e2e_factorised_vs_slower_bound": med(paired_f),
         "warmup_s": warm_s, "rounds": args.rounds, "steps": args.steps,
         "load_before": load_before, "load_after": os.getloadavg()[0],
     }
@@ -249,10 +187,10 @@ def main(argv=None):
     rows = [bench_agent(name, args, print) for name in args.agents.split(",") if name]
     common.print_table(rows, ["agent", "jit_compile", "e2e_steps_per_s",
                               "env_alone_steps_per_s", "learner_alone_steps_per_s",
-                              "update_ms", "policy_ms", "policy_factorised_ms",
+                              "update_ms", "policy_ms",
                               "bound", "e2e_vs_slower_bound",
                               "paired_e2e_vs_slower_bound", "met",
-                              "e2e_factorised_vs_slower_bound", "serial_bound",
+                              "serial_bound",
                               "e2e_vs_serial", "load_before"])
     common.write_json(args.json, "e2e_bench", rows, settings=vars(args))
     return rows
