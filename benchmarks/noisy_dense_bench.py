@@ -16,6 +16,10 @@ the benchmark's networks:
   impala_head      d 3872 → 306 (6 actions × 51 atoms), the SoftMoE head
   toksum4_tokens   d 32 → h 2048 on 121 tokens per sample (tokenized_sum ×4)
 
+The library's `NoisyDense` takes the factorised form up to
+`noisy_dense.FACTORISED_MAX_ROWS` (32) input rows and the materialised one
+beyond, from this benchmark's numbers (docs/performance.md).
+
 Usage: python -m benchmarks.noisy_dense_bench [--rounds 20] [--json PATH]
 """
 
