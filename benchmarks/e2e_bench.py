@@ -15,11 +15,14 @@ For DQN and Rainbow (the presets; update every 4 agent steps) on Pong
   policy_alone `CompiledPolicy.action` on one observation (the collect
                policy's network call), for the breakdown.
 
-The goal (docs/performance.md): e2e ≥ 90 % of the slower bound. The loop
-is serial, so without overlap e2e can reach at most
+The goal (docs/performance.md): e2e ≥ 90 % of the slower bound. The
+default loop is serial (Dopamine's order), so it can reach at most
 1 / (1/env + 1/learner + policy + replay add): `serial_bound` is that sum
 from the same run's components, and `e2e_vs_serial` how close the loop
-comes to it (the Python glue's cost).
+comes to it (the Python glue's cost). `--overlap-updates` times the loop
+with `Trainer(overlap_updates=True)`, where each update runs on a
+background thread while the next steps are collected (the learner bound
+is still measured with every update waited for).
 
 The measurements alternate (env, learner, e2e, …) for `--rounds` rounds so
 the machine's load falls on all alike; medians are reported with the
@@ -30,7 +33,7 @@ drifting between rounds). The warm-up uses a short `min_replay_history`
 `--capacity` (the 1 M buffer is benchmarked by replay_bench).
 
 Usage:
-  python -m benchmarks.e2e_bench [--agents dqn,rainbow] [--encoder impala]
+  python -m benchmarks.e2e_bench [--overlap-updates] [--agents dqn,rainbow] [--encoder impala]
       [--block softmoe4] [--steps 80] [--rounds 3] [--env-steps 2000]
       [--jit_compile auto] [--json PATH]
 """
@@ -61,7 +64,7 @@ class Setup:
     """Environment, agent, replay, learner and trainer for one agent."""
 
     def __init__(self, agent_name, encoder, block, capacity, min_replay,
-                 jit_compile, game, seed):
+                 jit_compile, game, seed, overlap_updates=False):
         self.agent_config = AgentConfig.preset(
             agent_name, replay_capacity=capacity, min_replay_history=min_replay)
         self.env = make_atari_env(AtariConfig.preset("dopamine", game), seed=seed)
@@ -75,7 +78,8 @@ class Setup:
                                        self.env.observation_spec().shape, seed=seed)
         self.learner = Learner(self.agent, jit_compile=jit_compile)
         self.trainer = loop.Trainer(self.env, self.agent, self.replay,
-                                    self.learner, self.agent_config, seed=seed)
+                                    self.learner, self.agent_config, seed=seed,
+                                    overlap_updates=overlap_updates)
         self.rng = np.random.default_rng(seed)
         self.random_env.reset()
         self.seed = seed
@@ -104,6 +108,7 @@ class Setup:
         start = time.perf_counter()
         for _ in range(updates):
             self.trainer.learn(stats)
+            self.trainer.finish_update(stats)  # overlap: wait for it
         seconds = (time.perf_counter() - start) / updates
         return self.agent_config.update_period / seconds, seconds
 
@@ -123,7 +128,8 @@ class Setup:
 
 def bench_agent(agent_name, args, log):
     setup = Setup(agent_name, args.encoder, args.block, args.capacity,
-                  args.min_replay, args.jit_compile, args.game, args.seed)
+                  args.min_replay, args.jit_compile, args.game, args.seed,
+                  overlap_updates=args.overlap_updates)
     warm_s = setup.warm_up()
     log(f"{agent_name}: warm-up {warm_s:.1f}s "
         f"(jit_compile={setup.learner.jit_compile})")
@@ -154,6 +160,7 @@ def bench_agent(agent_name, args, log):
     return {
         "agent": agent_name, "encoder": args.encoder, "block": args.block,
         "jit_compile": str(setup.learner.jit_compile),
+        "overlap_updates": args.overlap_updates,
         "e2e_steps_per_s": e2e_m, "env_alone_steps_per_s": env_m,
         "learner_alone_steps_per_s": learner_m, "update_ms": med(update_s) * 1e3,
         "policy_ms": policy_m * 1e3, "slower_bound": slower,
@@ -182,10 +189,13 @@ def main(argv=None):
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--jit_compile", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap-updates", action="store_true",
+                        help="Trainer(overlap_updates=True): each update on a "
+                        "background thread while the next steps are collected")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     rows = [bench_agent(name, args, print) for name in args.agents.split(",") if name]
-    common.print_table(rows, ["agent", "jit_compile", "e2e_steps_per_s",
+    common.print_table(rows, ["agent", "jit_compile", "overlap_updates", "e2e_steps_per_s",
                               "env_alone_steps_per_s", "learner_alone_steps_per_s",
                               "update_ms", "policy_ms",
                               "bound", "e2e_vs_slower_bound",

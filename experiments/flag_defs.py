@@ -81,6 +81,10 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the train step: auto = on GPU/TPU; on CPU for the "
                   "Nature encoder without noisy layers, else off (measured "
                   "per network, docs/performance.md).")
+flags.DEFINE_boolean("overlap_updates", False,
+                     "Update on a background thread while the next agent steps "
+                     "are collected, acting with the network as of the previous "
+                     "update (faster; off = Dopamine's serial loop).")
 flags.DEFINE_boolean("allow_config_change", False,
                      "Resume a run directory even if its stored config differs.")
 
@@ -120,7 +124,7 @@ def experiment_config_from_flags():
         eval_episodes=FLAGS.eval_episodes, diagnostics_period=FLAGS.diagnostics_period,
         dormant_taus=tuple(float(t) for t in FLAGS.dormant_taus),
         keep_checkpoints=FLAGS.keep_checkpoints, jit_compile=FLAGS.jit_compile,
-        seed=FLAGS.seed)
+        seed=FLAGS.seed, overlap_updates=FLAGS.overlap_updates)
     protocol = FLAGS.protocol or ("der" if FLAGS.agent == "der" else "dopamine")
     env_overrides = {name: FLAGS[name].value for name in _ENV_FLAGS
                      if FLAGS[name].value is not None}

@@ -51,6 +51,14 @@ class DqnAgent(dqn_agent.DqnAgent):
                 self, lambda net: q_policy.QPolicy(time_step_spec, action_spec,
                                                    q_network=net))
 
+    def collect_policy_for(self, network):
+        """This agent's collect policy evaluated with `network` (a network of
+        the same configuration, e.g. `Trainer`'s acting copy)."""
+        return policies.collect_policy_over(
+            self, lambda net: q_policy.QPolicy(self.time_step_spec, self.action_spec,
+                                               q_network=net),
+            network, noisy=self.agent_config.noisy)
+
     def _compute_next_q_values(self, next_time_steps, info):
         if not self.agent_config.double_q:
             return super()._compute_next_q_values(next_time_steps, info)

@@ -56,9 +56,24 @@ def noisy_collect_policy(agent, make_policy):
       agent: the TF-Agents agent (its q-network and ε).
       make_policy: `make_policy(network)` builds the greedy-capable policy.
     """
-    noisy = make_policy(NoisyExplorationNetwork(agent._q_network))  # pylint: disable=protected-access
+    return collect_policy_over(agent, make_policy, agent._q_network, noisy=True)  # pylint: disable=protected-access
+
+
+def collect_policy_over(agent, make_policy, network, noisy):
+    """The agent's collect policy (ε-greedy on the agent's schedule, noise
+    drawn when `noisy`) over any network with the q-network's signature,
+    e.g. a copy that acts while the online network is being updated.
+
+    Args:
+      agent: the TF-Agents agent (its ε schedule).
+      make_policy: `make_policy(network)` builds the greedy-capable policy.
+      network: the network the policy evaluates.
+      noisy: whether the network's noisy layers draw noise when acting.
+    """
+    if noisy:
+        network = NoisyExplorationNetwork(network)
     return epsilon_greedy_policy.EpsilonGreedyPolicy(
-        noisy, epsilon=agent._epsilon_greedy)  # pylint: disable=protected-access
+        make_policy(network), epsilon=agent._epsilon_greedy)  # pylint: disable=protected-access
 
 
 class NoisyExplorationNetwork(network.Network):

@@ -78,6 +78,16 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
                     time_step_spec, action_spec, net, agent_config.v_min,
                     agent_config.v_max))
 
+    def collect_policy_for(self, network):
+        """This agent's collect policy evaluated with `network` (a network of
+        the same configuration, e.g. `Trainer`'s acting copy)."""
+        config = self.agent_config
+        return policies.collect_policy_over(
+            self, lambda net: categorical_q_policy.CategoricalQPolicy(
+                self.time_step_spec, self.action_spec, net, config.v_min,
+                config.v_max),
+            network, noisy=config.noisy)
+
     @property
     def support(self):
         return self._support

@@ -30,6 +30,10 @@ class ScheduleConfig:
       jit_compile: "auto" (XLA on GPU/TPU, on CPU chosen per network; see
         `resolve_jit_compile`), "true" or "false".
       seed: seeds TensorFlow, the replay sampler and the environment.
+      overlap_updates: run each update on a background thread while the
+        next agent steps are collected, acting with the network as of the
+        previous update (see `Trainer`); off by default, which is
+        Dopamine's serial loop.
     """
 
     num_iterations: int = 200
@@ -41,6 +45,7 @@ class ScheduleConfig:
     keep_checkpoints: int = 2
     jit_compile: str = "auto"
     seed: int = 0
+    overlap_updates: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "dormant_taus", tuple(float(t) for t in self.dormant_taus))
@@ -52,6 +57,9 @@ class ScheduleConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        if not isinstance(self.overlap_updates, bool):
+            raise ValueError(
+                f"overlap_updates must be True or False, got {self.overlap_updates!r}.")
         if str(self.jit_compile).lower() not in ("auto", "true", "false"):
             raise ValueError(
                 f"jit_compile must be 'auto', 'true' or 'false', got {self.jit_compile!r}.")

@@ -120,7 +120,8 @@ class Experiment:
         self.trainer = loop.Trainer(
             self.env, self.agent, self.replay, self.learner, config.agent,
             diagnostics_period=schedule.diagnostics_period,
-            dormant_taus=schedule.dormant_taus, seed=seed)
+            dormant_taus=schedule.dormant_taus, seed=seed,
+            overlap_updates=schedule.overlap_updates)
         self.checkpoints = checkpoints_lib.CheckpointManager(
             os.path.join(root_dir, "checkpoints"), keep=schedule.keep_checkpoints)
         self._tf_checkpoint = tf.train.Checkpoint(
@@ -235,6 +236,7 @@ class Experiment:
                 self.partial = None
                 self.save_checkpoint()
         finally:
+            self.trainer.close()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         if self.export_on_exit:

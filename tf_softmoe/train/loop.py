@@ -7,6 +7,7 @@ compiled update on a sampled batch (then priorities are updated when the
 replay is prioritized). Episode returns are the RAW game scores.
 """
 
+import concurrent.futures
 import dataclasses
 import time
 from typing import List
@@ -105,10 +106,23 @@ class Trainer:
       agent_config: the `AgentConfig`.
       diagnostics_period: updates between diagnostics (0: never).
       dormant_taus: thresholds of the dormant-neuron fractions.
+      overlap_updates: run each update on a background thread while the
+        next `update_period` agent steps are collected. Off (the default),
+        the loop is Dopamine's: act, step, store, and every `update_period`
+        steps sample and update before the next action. On, the actions
+        between two updates come from an acting copy of the online network
+        synced when the previous update finished, i.e. one update older
+        than the serial loop's, and acting no longer waits for learning
+        (the loop is learner-bound; docs/performance.md). As in the serial
+        loop each update samples after the previous one's priorities are
+        applied and the update count per step is the same; the transitions
+        differ because the actions do, and op-level random draws of the two
+        threads may interleave differently from run to run.
     """
 
     def __init__(self, env, agent, replay, learner, agent_config,
-                 diagnostics_period=0, dormant_taus=(0.0, 0.025), seed=None):
+                 diagnostics_period=0, dormant_taus=(0.0, 0.025), seed=None,
+                 overlap_updates=False):
         self.env = env
         self.agent = agent
         self.replay = replay
@@ -116,10 +130,27 @@ class Trainer:
         self.config = agent_config
         self.diagnostics_period = diagnostics_period
         self.dormant_taus = tuple(dormant_taus)
-        self.policy = CompiledPolicy(agent.collect_policy, seed=seed)
+        self.overlap_updates = bool(overlap_updates)
+        self._pending = None  # (future, batch, start) of a background update
+        self._executor = None
+        if self.overlap_updates:
+            online = agent._q_network  # pylint: disable=protected-access
+            self._acting_network = online.copy(name="ActingQNetwork")
+            self._acting_network.create_variables()
+            self._sync_acting_network()
+            self.policy = CompiledPolicy(
+                agent.collect_policy_for(self._acting_network), seed=seed)
+        else:
+            self._acting_network = None
+            self.policy = CompiledPolicy(agent.collect_policy, seed=seed)
         self._time_step = None
         self._episode_return = 0.0
         self._episode_length = 0
+
+    def _sync_acting_network(self):
+        online = self.agent._q_network.variables  # pylint: disable=protected-access
+        for target, source in zip(self._acting_network.variables, online):
+            target.assign(source)
 
     @property
     def agent_step(self):
@@ -142,11 +173,45 @@ class Trainer:
         return result
 
     def learn(self, stats):
-        """One update on a sampled batch; priorities updated when prioritized."""
+        """One update on a sampled batch; priorities updated when prioritized.
+        With `overlap_updates` the update is started on the background thread
+        (after the previous one is finished and recorded) and returns at once."""
+        if self.overlap_updates:
+            self.finish_update(stats)
+            batch = self.replay.sample(self.config.batch_size)
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="tf_softmoe_update")
+            self._pending = (self._executor.submit(self.learner.train, batch), batch,
+                             time.perf_counter())
+            return
         batch = self.replay.sample(self.config.batch_size)
         start = time.perf_counter()
         out = self.learner.train(batch)
         stats.train_seconds += time.perf_counter() - start
+        self._record_update(stats, batch, out)
+
+    def finish_update(self, stats):
+        """Waits for a background update, records it (priorities, losses,
+        diagnostics) and syncs the acting network; nothing when none runs."""
+        if self._pending is None:
+            return
+        future, batch, start = self._pending
+        self._pending = None
+        out = future.result()
+        stats.train_seconds += time.perf_counter() - start
+        self._sync_acting_network()
+        self._record_update(stats, batch, out)
+
+    def close(self, stats=None):
+        """Finishes (and records into `stats`, if given) a background update
+        and stops its thread; a later update starts a new one."""
+        self.finish_update(stats if stats is not None else PhaseStats())
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _record_update(self, stats, batch, out):
         if self.replay.prioritized:
             priorities = (out["per_sample_loss"].astype(np.float64) + 1e-10) ** (
                 self.config.priority_exponent)
@@ -180,6 +245,10 @@ class Trainer:
         stats = stats if stats is not None else PhaseStats()
         start = time.perf_counter()
         cfg = self.config
+        if self.overlap_updates:
+            # The online network may have been restored from a checkpoint
+            # since the last phase.
+            self._sync_acting_network()
         for _ in range(num_steps):
             if should_stop is not None and should_stop():
                 break
@@ -205,6 +274,9 @@ class Trainer:
             step = self.agent_step
             if step >= cfg.min_replay_history and step % cfg.update_period == 0:
                 self.learn(stats)
+        # A phase ends with every update done and recorded (checkpoints,
+        # evaluation and summaries see the state the serial loop would).
+        self.finish_update(stats)
         stats.seconds += time.perf_counter() - start
         return stats
 
