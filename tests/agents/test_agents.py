@@ -5,27 +5,10 @@ import pytest
 import tensorflow as tf
 
 from tf_softmoe import agents
-from tf_softmoe import envs
-from tf_softmoe import networks
 from tf_softmoe.agents import rainbow_agent
 from tf_softmoe.train import learner as learner_lib
 from tf_softmoe.train import loop
-
-SMALL_NET = networks.NetworkConfig(encoder="nature", penultimate="softmoe",
-                                   num_experts=2, hidden_units=16)
-
-
-def catch(seed):
-    return envs.CatchEnv(rows=6, columns=3, observation_shape=(12, 6, 1), seed=seed)
-
-
-def fast_config(preset, **overrides):
-    values = dict(min_replay_history=200, update_period=1, target_update_period=100,
-                  epsilon_decay_steps=600, replay_capacity=5000, learning_rate=1e-3)
-    if preset != "dqn":
-        values.update(n_step=1, v_min=-1.0, v_max=1.0, num_atoms=21)
-    values.update(overrides)
-    return agents.AgentConfig.preset(preset, **values)
+from tests.agents.catch_setup import SMALL_NET, catch, fast_config
 
 
 def random_batch(env, batch_size=32, seed=0, terminal_every=3):
