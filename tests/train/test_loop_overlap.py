@@ -26,7 +26,10 @@ def make_trainer(preset, overlap, **overrides):
 
 
 def network_values(network):
-    return [v.numpy() for v in network.variables]
+    """Variable values by name below the network's scope."""
+    prefix = network.name + "/"
+    return [v.numpy() for v in sorted(network.variables, key=lambda v: v.name)
+            if v.name.startswith(prefix)]
 
 
 @pytest.mark.parametrize("preset", ["dqn", "rainbow"])
@@ -36,6 +39,7 @@ def test_overlap_runs_the_serial_loops_updates_and_ends_synced(preset):
     online = agent._q_network  # pylint: disable=protected-access
     acting = trainer._acting_network  # pylint: disable=protected-access
     assert not {id(v) for v in acting.variables} & {id(v) for v in online.variables}
+    assert len(network_values(acting)) == len(online.variables)
     stats = trainer.run(101)
     # Steps 40, 44, ..., 100: the serial loop's 16 updates, all recorded.
     assert stats.updates == 16 == int(agent.train_step_counter.numpy())
@@ -100,6 +104,23 @@ def test_experiment_with_overlap_resumes_and_counts_updates(tmp_path):
     # Updates at agent steps 40, 42, ..., 120.
     assert int(run.agent.train_step_counter.numpy()) == 41
     assert int(run.agent.agent_step.numpy()) == 120
+
+
+def test_paired_variables_refuses_networks_that_differ():
+    env = catch(0)
+    agent = agents.make_agent(fast_config("dqn"), SMALL_NET, env.time_step_spec(),
+                              env.action_spec())
+    online = agent._q_network  # pylint: disable=protected-access
+    other = agents.make_agent(fast_config("dqn"), SMALL_NET.replace(num_experts=4),
+                              env.time_step_spec(), env.action_spec())._q_network  # pylint: disable=protected-access
+    copy = online.copy(name="Copy")
+    copy.create_variables()
+    pairs = loop.paired_variables(copy, online)
+    assert len(pairs) == len(online.variables)
+    assert all(a.shape == b.shape and a.name.split("/", 1)[1] == b.name.split("/", 1)[1]
+               for a, b in pairs)
+    with pytest.raises(ValueError, match="do not hold the same variables"):
+        loop.paired_variables(other, online)
 
 
 def test_overlap_updates_must_be_a_bool():

@@ -92,6 +92,22 @@ class PhaseStats:
         }
 
 
+def paired_variables(copy, network):
+    """(copy's variable, network's variable) pairs matched by name below each
+    network's own scope; raises if the two do not hold the same variables."""
+    def by_name(net):
+        prefix = net.name + "/"
+        return {v.name[len(prefix):] if v.name.startswith(prefix) else v.name: v
+                for v in net.variables}
+    targets, sources = by_name(copy), by_name(network)
+    if set(targets) != set(sources) or any(
+            targets[k].shape != sources[k].shape for k in targets):
+        raise ValueError(
+            f"{copy.name} and {network.name} do not hold the same variables: "
+            f"{sorted(set(targets) ^ set(sources))}")
+    return [(targets[k], sources[k]) for k in sorted(targets)]
+
+
 class Trainer:
     """Runs agent steps: collect into replay, learn on schedule.
 
@@ -137,6 +153,7 @@ class Trainer:
             online = agent._q_network  # pylint: disable=protected-access
             self._acting_network = online.copy(name="ActingQNetwork")
             self._acting_network.create_variables()
+            self._acting_pairs = paired_variables(self._acting_network, online)
             self._sync_acting_network()
             self.policy = CompiledPolicy(
                 agent.collect_policy_for(self._acting_network), seed=seed)
@@ -148,8 +165,7 @@ class Trainer:
         self._episode_length = 0
 
     def _sync_acting_network(self):
-        online = self.agent._q_network.variables  # pylint: disable=protected-access
-        for target, source in zip(self._acting_network.variables, online):
+        for target, source in self._acting_pairs:
             target.assign(source)
 
     @property
