@@ -8,7 +8,9 @@ On a machine where TensorFlow sees a GPU (or TPU), runs
      networks, so that graph vs XLA (`jit_compile="auto"` picks XLA on an
      accelerator) is measured where the choice matters;
   2. `e2e_bench` on Pong, short: agent steps/s beside the environment alone
-     and the learner alone, with `jit_compile="auto"`;
+     and the learner alone, with `jit_compile="auto"`, for the serial loop
+     and with `--overlap-updates` (the update on the device while the host
+     acts);
 
 each as its own process writing JSON into `--out`, then prints one table
 labelled with the device's name. It refuses to run without an accelerator
@@ -16,8 +18,10 @@ labelled with the device's name. It refuses to run without an accelerator
 
 Usage:
   python -m benchmarks.gpu_check [--out DIR] [--cases rainbow/impala/softmoe4,...]
-      [--rounds 5] [--e2e-steps 40]
-About 5–8 minutes on one H200 (most of it TensorFlow's and XLA's first-step
+      [--rounds 5] [--e2e-steps 40] [--quick] [--allow-cpu]
+`--allow-cpu` runs it on a CPU, labelled so, to check the script before
+spending device time on it.
+About 6–9 minutes on one H200 (most of it TensorFlow's and XLA's first-step
 compilation); `--quick` halves the rounds.
 
 The device must hold TensorFlow 2.21 with its CUDA libraries
@@ -65,21 +69,23 @@ def run(name, module, argv, out):
         return json.load(handle)
 
 
-def summary_rows(device, step, e2e):
+def summary_rows(device, step, *e2e_runs):
     rows = []
     for row in (step or {}).get("rows", []):
         if row.get("impl") in ("ours_graph", "ours_xla") and "median_ms" in row:
             rows.append({"device": device, "measure": f"train step {row['case']}",
                          "variant": row["impl"], "value": row["median_ms"],
                          "unit": "ms", "first_step_s": row.get("first_step_s", "")})
-    for row in (e2e or {}).get("rows", []):
+    for row in (r for e2e in e2e_runs for r in (e2e or {}).get("rows", [])):
+        loop = "overlapped" if row.get("overlap_updates") else "serial"
         for key, unit in (("e2e_steps_per_s", "steps/s"),
                           ("learner_alone_steps_per_s", "steps/s"),
                           ("env_alone_steps_per_s", "steps/s"),
                           ("update_ms", "ms"), ("policy_ms", "ms"),
                           ("e2e_vs_slower_bound", "ratio")):
             if key in row:
-                rows.append({"device": device, "measure": f"e2e {row.get('agent', '')}",
+                rows.append({"device": device,
+                             "measure": f"e2e {row.get('agent', '')} {loop}",
                              "variant": key, "value": row[key], "unit": unit,
                              "first_step_s": ""})
     return rows
@@ -92,8 +98,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--e2e-steps", type=int, default=40)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run on the CPU anyway, labelled as such (a dry "
+                        "run of the script itself)")
     args = parser.parse_args(argv)
     found = accelerator()
+    if found is None and args.allow_cpu:
+        found = ("CPU", f"CPU only ({os.cpu_count()} cores; --allow-cpu dry run)")
     if found is None:
         print("gpu_check: TensorFlow sees no GPU or TPU here. Install a "
               "TensorFlow build with accelerator support (e.g. "
@@ -112,15 +123,21 @@ def main(argv=None):
               ["--agents", "dqn,rainbow", "--steps", str(args.e2e_steps),
                "--rounds", "2" if args.quick else "3", "--jit_compile", "auto"],
               args.out)
+    # Where the update runs on the accelerator and acting on the host,
+    # overlapping the two is what `overlap_updates` is for.
+    e2e_overlap = run("e2e_overlap", "benchmarks.e2e_bench",
+                      ["--agents", "dqn,rainbow", "--steps", str(args.e2e_steps),
+                       "--rounds", "2" if args.quick else "3", "--jit_compile", "auto",
+                       "--overlap-updates"], args.out)
     sys.path.insert(0, REPO_ROOT)
     from benchmarks import common  # pylint: disable=g-import-not-at-top
-    rows = summary_rows(device, step, e2e)
+    rows = summary_rows(device, step, e2e, e2e_overlap)
     print()
     common.print_table(rows, ["device", "measure", "variant", "value", "unit",
                               "first_step_s"])
     common.write_json(os.path.join(args.out, "gpu_check.json"), "gpu_check", rows,
                       device=device, kind=kind, settings=vars(args))
-    return 0 if step is not None and e2e is not None else 1
+    return 0 if None not in (step, e2e, e2e_overlap) else 1
 
 
 if __name__ == "__main__":

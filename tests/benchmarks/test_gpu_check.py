@@ -25,14 +25,19 @@ def test_summary_rows_label_the_device_and_keep_our_rows_only():
         {"case": "rainbow/impala/softmoe4", "impl": "ours_xla", "error": "OOM"},
     ]}
     e2e = {"rows": [{"agent": "rainbow", "e2e_steps_per_s": 300.0,
-                     "learner_alone_steps_per_s": 320.0,
+                     "learner_alone_steps_per_s": 320.0, "overlap_updates": False,
                      "env_alone_steps_per_s": 900.0, "e2e_vs_slower_bound": 0.94}]}
-    rows = gpu_check.summary_rows("NVIDIA H200", step, e2e)
+    overlapped = {"rows": [{"agent": "rainbow", "e2e_steps_per_s": 310.0,
+                            "overlap_updates": True}]}
+    rows = gpu_check.summary_rows("NVIDIA H200", step, e2e, overlapped)
     assert {r["device"] for r in rows} == {"NVIDIA H200"}
     step_rows = [r for r in rows if r["measure"].startswith("train step")]
     assert [(r["variant"], r["value"]) for r in step_rows] == [
         ("ours_xla", 9.5), ("ours_graph", 12.0)]
-    e2e_rows = {r["variant"]: r["value"] for r in rows if r["measure"] == "e2e rainbow"}
+    e2e_rows = {r["variant"]: r["value"] for r in rows
+                if r["measure"] == "e2e rainbow serial"}
     assert e2e_rows == {"e2e_steps_per_s": 300.0, "learner_alone_steps_per_s": 320.0,
                         "env_alone_steps_per_s": 900.0, "e2e_vs_slower_bound": 0.94}
-    assert gpu_check.summary_rows("x", None, None) == []
+    assert [(r["variant"], r["value"]) for r in rows
+            if r["measure"] == "e2e rainbow overlapped"] == [("e2e_steps_per_s", 310.0)]
+    assert gpu_check.summary_rows("x", None, None, None) == []
