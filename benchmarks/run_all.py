@@ -10,7 +10,8 @@ another; then this script reads the JSON files and prints, and writes to
   jit_auto     `jit_compile="auto"` picks the faster of graph and XLA per
                network
                (train_step_bench's graph/XLA pairs)
-  e2e          end-to-end ≥ 90 % of the slower bound (e2e_bench)
+  e2e          end-to-end ≥ 90 % of the slower bound (e2e_bench, serial
+               loop and `--overlap-updates`)
   replay       ≤ 7.2 KB per transition at 1 M (replay_bench)
   startup      import and first-step seconds (startup_bench; no goal)
 
@@ -44,24 +45,33 @@ def commands(args):
                            "--env-steps", "300", "--policy-calls", "5",
                            "--encoder", "nature", "--block", "flatten1",
                            "--capacity", "5000"]),
+            ("e2e_bench_overlap", ["--steps", "8", "--rounds", "1",
+                                   "--min-replay", "200", "--env-steps", "300",
+                                   "--policy-calls", "5", "--encoder", "nature",
+                                   "--block", "flatten1", "--capacity", "5000",
+                                   "--overlap-updates"]),
             ("replay_bench", ["--capacity", "100000", "--rounds", "50"]),
             ("startup_bench", ["--cases", "dqn/nature/flatten1", "--jit", "graph"]),
         ]
     return [
         ("train_step_bench", step_args),
         ("e2e_bench", []),
+        ("e2e_bench_overlap", ["--overlap-updates"]),
         ("replay_bench", []),
         ("startup_bench", []),
     ]
 
 
 def run_one(name, argv, out_dir):
+    """Runs benchmarks.<module> (the name up to a `_overlap` variant suffix)
+    with `--json <out_dir>/<name>.json`; its payload, or None."""
+    module = name[:-len("_overlap")] if name.endswith("_overlap") else name
     path = os.path.join(out_dir, f"{name}.json")
     log_path = os.path.join(out_dir, f"{name}.log")
     start = time.perf_counter()
     with open(log_path, "w") as log:
         done = subprocess.run(
-            [sys.executable, "-m", f"benchmarks.{name}", "--json", path, *argv],
+            [sys.executable, "-m", f"benchmarks.{module}", "--json", path, *argv],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
             env=dict(os.environ, PYTHONPATH=REPO_ROOT))
     seconds = time.perf_counter() - start
@@ -97,10 +107,12 @@ def summarise(results):
                         f"({decision['kernels']} kernels): its time / the faster's",
                 "measured": over, "target": "1",
                 "status": "met" if over <= 1.0 else "not met"})
-    e2e = results.get("e2e_bench")
-    for row in (e2e or {}).get("rows", []):
+    e2e_rows = [r for key in ("e2e_bench", "e2e_bench_overlap")
+                for r in (results.get(key) or {}).get("rows", [])]
+    for row in e2e_rows:
+        loop = "overlapped" if row.get("overlap_updates") else "serial"
         rows.append({
-            "goal": f"e2e {row['agent']} / slower bound ({row['bound']})",
+            "goal": f"e2e {row['agent']} ({loop} loop) / slower bound ({row['bound']})",
             "measured": row["e2e_vs_slower_bound"], "target": ">= 0.9",
             "status": "met" if row["met"] else "not met"})
     replay = results.get("replay_bench")
