@@ -117,6 +117,10 @@ class Experiment:
         self.replay = loop.make_replay(config.agent, self.env.observation_spec().shape,
                                        seed=seed)
         self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile)
+        logging.info("Train step: %s (jit_compile=%s); %s loop.",
+                     "XLA" if self.learner.jit_compile else "graph",
+                     schedule.jit_compile,
+                     "overlapped" if schedule.overlap_updates else "serial")
         self.trainer = loop.Trainer(
             self.env, self.agent, self.replay, self.learner, config.agent,
             diagnostics_period=schedule.diagnostics_period,
