@@ -17,10 +17,11 @@ def machine_info():
     }
     try:
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        info["tensorflow"] = tf.__version__
-        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except ImportError:
-        pass
+    except ImportError:  # a peer's environment: no TensorFlow to describe
+        info["tensorflow"] = None
+        return info
+    info["tensorflow"] = tf.__version__
+    info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     return info
 
 

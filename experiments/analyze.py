@@ -53,7 +53,7 @@ import json
 import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -155,20 +155,9 @@ def discover_runs(sweep_root, conditions=None, score="train"):
         cell = (entry["condition"], entry["game"], int(entry["seed"]))
         records[cell] = RunRecord(*cell, run_dir=os.path.join(sweep_root, key),
                                   scheduled_iterations=entry.get("num_iterations"))
-    for condition in sorted(os.listdir(sweep_root)):
-        condition_dir = os.path.join(sweep_root, condition)
-        if not os.path.isdir(condition_dir):
-            continue
-        for game in sorted(os.listdir(condition_dir)):
-            game_dir = os.path.join(condition_dir, game)
-            if not os.path.isdir(game_dir):
-                continue
-            for seed_dir in sorted(os.listdir(game_dir)):
-                if not seed_dir.startswith("seed_") or not seed_dir[5:].isdigit():
-                    continue
-                cell = (condition, game, int(seed_dir[5:]))
-                records.setdefault(cell, RunRecord(
-                    *cell, run_dir=os.path.join(game_dir, seed_dir)))
+    for condition, game, seed, run_dir in sweep_lib.existing_run_directories(sweep_root):
+        records.setdefault((condition, game, seed),
+                           RunRecord(condition, game, seed, run_dir=run_dir))
     if conditions is not None:
         unknown = [c for c in conditions if c not in {cell[0] for cell in records}]
         if unknown:
@@ -619,7 +608,7 @@ def render_report(analysis, plots=(), label=None, title=None):
         f"{settings['final_iterations']} iteration(s); learning curves leave out "
         "the first iterations of a condition until every one of its runs has "
         "ended an episode",
-        f"- Human-normalised with the random/human table of "
+        "- Human-normalised with the random/human table of "
         "`tf_softmoe/metrics/data/atari_human_random.csv`",
         f"- Intervals: {confidence} % percentile, stratified bootstrap, "
         f"{settings['reps']} replicates, seed {settings['seed']}; backends: "

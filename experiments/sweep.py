@@ -59,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -407,6 +407,24 @@ def run_directory(sweep_root, condition, game, seed):
     return os.path.join(sweep_root, condition, game, f"seed_{seed}")
 
 
+def existing_run_directories(sweep_root):
+    """(condition, game, seed, run_dir) of every `run_directory` layout
+    directory present under `sweep_root`, sorted; nothing if it is missing."""
+    if not os.path.isdir(sweep_root):
+        return
+    for condition in sorted(os.listdir(sweep_root)):
+        condition_dir = os.path.join(sweep_root, condition)
+        if not os.path.isdir(condition_dir):
+            continue
+        for game in sorted(os.listdir(condition_dir)):
+            game_dir = os.path.join(condition_dir, game)
+            if not os.path.isdir(game_dir):
+                continue
+            for seed_dir in sorted(os.listdir(game_dir)):
+                if seed_dir.startswith("seed_") and seed_dir[5:].isdigit():
+                    yield condition, game, int(seed_dir[5:]), os.path.join(game_dir, seed_dir)
+
+
 def plan_runs(sweep_root, flagfiles, games, seeds, extra_flags=()):
     """Resolves every run's config and reads its directory's state.
 
@@ -457,14 +475,16 @@ def plan_runs(sweep_root, flagfiles, games, seeds, extra_flags=()):
 
 def available_memory_bytes():
     """MemAvailable of /proc/meminfo (total physical memory elsewhere)."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            lines = handle.readlines()
+    except OSError:  # not Linux: no MemAvailable to read
+        return physical
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return physical
 
 
 def available_cores():
@@ -495,22 +515,12 @@ def measured_rates(roots):
     """
     later, first = collections.defaultdict(list), collections.defaultdict(list)
     for root in roots:
-        if not os.path.isdir(root):
-            continue
-        for condition in sorted(os.listdir(root)):
-            condition_dir = os.path.join(root, condition)
-            if not os.path.isdir(condition_dir):
-                continue
-            for game in os.listdir(condition_dir):
-                game_dir = os.path.join(condition_dir, game)
-                if not os.path.isdir(game_dir):
-                    continue
-                for seed_dir in os.listdir(game_dir):
-                    rows = read_metrics_rows(os.path.join(game_dir, seed_dir, METRICS_FILE))
-                    for index, row in enumerate(rows):
-                        rate = _float(row.get("train_steps_per_second"))
-                        if rate > 0:
-                            (later if index else first)[condition].append(rate)
+        for condition, _, _, run_dir in existing_run_directories(root):
+            rows = read_metrics_rows(os.path.join(run_dir, METRICS_FILE))
+            for index, row in enumerate(rows):
+                rate = _float(row.get("train_steps_per_second"))
+                if rate > 0:
+                    (later if index else first)[condition].append(rate)
     rates = {}
     for condition in set(later) | set(first):
         values = later.get(condition) or first[condition]
