@@ -153,7 +153,14 @@ class Trainer:
             online = agent._q_network  # pylint: disable=protected-access
             self._acting_network = online.copy(name="ActingQNetwork")
             self._acting_network.create_variables()
-            self._acting_pairs = paired_variables(self._acting_network, online)
+            pairs = paired_variables(self._acting_network, online)
+            # One graph call per sync rather than an eager assign per
+            # variable: the sync sits between two updates.
+            def sync():
+                for target, source in pairs:
+                    target.assign(source)
+
+            self._sync_acting_network = tf.function(sync, autograph=False)
             self._sync_acting_network()
             self.policy = CompiledPolicy(
                 agent.collect_policy_for(self._acting_network), seed=seed)
@@ -163,10 +170,6 @@ class Trainer:
         self._time_step = None
         self._episode_return = 0.0
         self._episode_length = 0
-
-    def _sync_acting_network(self):
-        for target, source in self._acting_pairs:
-            target.assign(source)
 
     @property
     def agent_step(self):
