@@ -33,39 +33,37 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def commands(args):
-    """(name, argv) of every benchmark, with the run's settings."""
+    """(name, module, argv) of every benchmark run, with the run's settings;
+    `name` keys its JSON and log files (a module may run twice)."""
     step_args = ["--threads", str(args.threads)]
     if args.setup_peers:
         step_args.append("--setup-peers")
     if args.quick:
+        e2e_quick = ["--steps", "8", "--rounds", "1", "--min-replay", "200",
+                     "--env-steps", "300", "--policy-calls", "5", "--encoder",
+                     "nature", "--block", "flatten1", "--capacity", "5000"]
         return [
-            ("train_step_bench", ["--rounds", "2", "--steps", "1", "--warmup", "1",
-                                  "--cases", "dqn/nature/flatten1"] + step_args),
-            ("e2e_bench", ["--steps", "8", "--rounds", "1", "--min-replay", "200",
-                           "--env-steps", "300", "--policy-calls", "5",
-                           "--encoder", "nature", "--block", "flatten1",
-                           "--capacity", "5000"]),
-            ("e2e_bench_overlap", ["--steps", "8", "--rounds", "1",
-                                   "--min-replay", "200", "--env-steps", "300",
-                                   "--policy-calls", "5", "--encoder", "nature",
-                                   "--block", "flatten1", "--capacity", "5000",
-                                   "--overlap-updates"]),
-            ("replay_bench", ["--capacity", "100000", "--rounds", "50"]),
-            ("startup_bench", ["--cases", "dqn/nature/flatten1", "--jit", "graph"]),
+            ("train_step_bench", "train_step_bench",
+             ["--rounds", "2", "--steps", "1", "--warmup", "1",
+              "--cases", "dqn/nature/flatten1"] + step_args),
+            ("e2e_bench", "e2e_bench", e2e_quick),
+            ("e2e_bench_overlap", "e2e_bench", e2e_quick + ["--overlap-updates"]),
+            ("replay_bench", "replay_bench", ["--capacity", "100000", "--rounds", "50"]),
+            ("startup_bench", "startup_bench",
+             ["--cases", "dqn/nature/flatten1", "--jit", "graph"]),
         ]
     return [
-        ("train_step_bench", step_args),
-        ("e2e_bench", []),
-        ("e2e_bench_overlap", ["--overlap-updates"]),
-        ("replay_bench", []),
-        ("startup_bench", []),
+        ("train_step_bench", "train_step_bench", step_args),
+        ("e2e_bench", "e2e_bench", []),
+        ("e2e_bench_overlap", "e2e_bench", ["--overlap-updates"]),
+        ("replay_bench", "replay_bench", []),
+        ("startup_bench", "startup_bench", []),
     ]
 
 
-def run_one(name, argv, out_dir):
-    """Runs benchmarks.<module> (the name up to a `_overlap` variant suffix)
-    with `--json <out_dir>/<name>.json`; its payload, or None."""
-    module = name[:-len("_overlap")] if name.endswith("_overlap") else name
+def run_one(name, module, argv, out_dir):
+    """Runs benchmarks.<module> with `--json <out_dir>/<name>.json`; its
+    payload, or None."""
     path = os.path.join(out_dir, f"{name}.json")
     log_path = os.path.join(out_dir, f"{name}.log")
     start = time.perf_counter()
@@ -152,10 +150,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     results = {}
-    for name, bench_argv in commands(args):
+    for name, module, bench_argv in commands(args):
         if name in skip:
             continue
-        payload = run_one(name, bench_argv, args.out)
+        payload = run_one(name, module, bench_argv, args.out)
         if payload is not None:
             results[name] = payload
     sys.path.insert(0, REPO_ROOT)
