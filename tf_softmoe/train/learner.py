@@ -95,12 +95,12 @@ class Learner:
              "next_state": next_state, "discount": discount},
             action_dtype=self.agent.action_spec.dtype)
         loss_info = self.agent._train(transition, weights)  # pylint: disable=protected-access
-        td_error = loss_info.extra.td_error
+        td_error = diag.td_error_statistics(loss_info.extra.td_error)
         return {
             "loss": loss_info.loss,
             "per_sample_loss": self.agent.per_sample_loss(loss_info),
-            "td_error_mean": tf.reduce_mean(td_error),
-            "td_error_var": tf.math.reduce_variance(td_error),
+            "td_error_mean": td_error.mean,
+            "td_error_var": td_error.variance,
         }
 
     def train(self, batch):
@@ -130,9 +130,10 @@ class Learner:
         if output.shape.rank == 3:  # C51 logits → expected Q-values
             support = tf.cast(self.agent.support, tf.float32)
             output = tf.reduce_sum(tf.nn.softmax(output, axis=-1) * support, axis=-1)
+        q = diag.q_statistics(output)
         result = {
-            "q_mean": tf.reduce_mean(output),
-            "q_std": tf.math.reduce_std(output),
+            "q_mean": q.mean,
+            "q_std": q.std,
             "srank": diag.srank(extra["penultimate"]),
             "parameter_norm": diag.parameter_norm(net.trainable_variables),
         }
