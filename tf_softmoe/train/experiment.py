@@ -116,6 +116,10 @@ class Experiment:
             self.env.action_spec())
         self.replay = loop.make_replay(config.agent, self.env.observation_spec().shape,
                                        seed=seed)
+        # Traced once, played after every iteration.
+        self._eval_act = (loop.CompiledPolicy(
+            eval_policy(self.agent, config.agent.epsilon_eval)).action
+                          if schedule.eval_episodes else None)
         self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile)
         logging.info("Train step: %s (jit_compile=%s); %s loop.",
                      "XLA" if self.learner.jit_compile else "graph",
@@ -265,7 +269,7 @@ class Experiment:
         row.update(_flatten_diagnostics(stats.diagnostics))
         if schedule.eval_episodes:
             returns, lengths = loop.evaluate(
-                self.eval_env, eval_policy(self.agent, self.config.agent.epsilon_eval),
+                self.eval_env, self._eval_act,
                 schedule.eval_episodes, max_steps=schedule.eval_max_steps)
             mean_return = float(np.mean(returns)) if returns else float("nan")
             row["eval_episode_return"] = mean_return
