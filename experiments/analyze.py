@@ -336,17 +336,6 @@ class Analysis:
     settings: Dict[str, object]
 
 
-def _resolved_backend(backend):
-    """The backend tf_softmoe.metrics will use for `backend`."""
-    if backend != "auto":
-        return backend
-    try:
-        import rliable.library  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-        return "numpy"
-    return "rliable"
-
-
 def analyze(sweep_root, conditions=None, score="train", iterations=None,
             final_iterations=1, baseline=None, reps=2000, confidence=0.95, seed=0,
             backend="auto", curve_backend="numpy", poi_backend="numpy"):
@@ -397,9 +386,9 @@ def analyze(sweep_root, conditions=None, score="train", iterations=None,
         "final_raw_score": s.final_raw, "final_human_normalized_score": s.final_hns,
         "run_dir": os.path.relpath(s.record.run_dir, sweep_root)} for s in scored])
     games_used, data, excluded = build_matrices(scored, conditions, games)
-    backends = {"aggregates": _resolved_backend(backend),
-                "learning_curves": _resolved_backend(curve_backend),
-                "probability_of_improvement": _resolved_backend(poi_backend)}
+    backends = {"aggregates": metrics.resolve_backend(backend),
+                "learning_curves": metrics.resolve_backend(curve_backend),
+                "probability_of_improvement": metrics.resolve_backend(poi_backend)}
     aggregate_rows, curve_rows, poi_rows = [], [], []
     steps = _median_agent_steps(scored, iterations)
     for condition in conditions:

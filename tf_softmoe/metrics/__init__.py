@@ -22,6 +22,7 @@ from tf_softmoe.metrics.aggregate import (
     learning_curve_estimates,
     probability_of_improvement,
     probability_of_improvement_interval,
+    resolve_backend,
 )
 from tf_softmoe.metrics.atari_scores import (
     ReferenceScores,

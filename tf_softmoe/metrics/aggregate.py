@@ -228,8 +228,9 @@ def _check_bootstrap_args(reps, confidence, backend):
             f"backend must be one of {_BACKENDS}, got {backend!r}.")
 
 
-def _resolve_backend(backend):
-    """Returns 'rliable' or 'numpy'; raises if rliable is asked but absent."""
+def resolve_backend(backend):
+    """The bootstrap backend "auto", "rliable" or "numpy" stands for here:
+    'rliable' or 'numpy'; raises if rliable is asked for but absent."""
     if backend == "numpy":
         return "numpy"
     try:
@@ -326,7 +327,7 @@ def interval_estimates(scores, metrics: Sequence[str] = DEFAULT_METRICS,
     metrics = _check_metrics(metrics)
     _check_bootstrap_args(reps, confidence, backend)
     points = [float(_batched_metric(name, scores, gamma)) for name in metrics]
-    if _resolve_backend(backend) == "rliable":
+    if resolve_backend(backend) == "rliable":
         lower, upper = _rliable_intervals(
             [scores], _rliable_aggregate_fn(metrics, gamma), reps,
             confidence, seed)
@@ -382,7 +383,7 @@ def learning_curve_estimates(scores, metric: str = "iqm", reps: int = 2000,
     _check_bootstrap_args(reps, confidence, backend)
     per_iteration = np.moveaxis(scores, -1, 0)  # [iterations, runs, games]
     point = _batched_metric(metric, per_iteration, gamma)
-    if _resolve_backend(backend) == "rliable":
+    if resolve_backend(backend) == "rliable":
         aggregate_fn = _rliable_aggregate_fn((metric,), gamma)
 
         def curve_fn(resampled):
@@ -426,7 +427,7 @@ def probability_of_improvement_interval(
     _check_same_games(scores_x, scores_y)
     _check_bootstrap_args(reps, confidence, backend)
     point = float(_batched_poi(scores_x, scores_y))
-    if _resolve_backend(backend) == "rliable":
+    if resolve_backend(backend) == "rliable":
         # pylint: disable-next=g-import-not-at-top
         from rliable import metrics as rly_metrics
 
