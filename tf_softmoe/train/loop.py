@@ -264,6 +264,7 @@ class Trainer:
         stats = stats if stats is not None else PhaseStats()
         start = time.perf_counter()
         cfg = self.config
+        action_dtype = self.env.action_spec().dtype
         if self.overlap_updates:
             # The online network may have been restored from a checkpoint
             # since the last phase.
@@ -275,7 +276,7 @@ class Trainer:
                 self._time_step = self.env.reset()
             current = self._time_step
             action = self.policy.action(current)
-            next_step = self.env.step(np.asarray(action, dtype=self.env.action_spec().dtype))
+            next_step = self.env.step(np.asarray(action, dtype=action_dtype))
             last = bool(next_step.step_type == ts.StepType.LAST)
             terminal = last and float(next_step.discount) == 0.0
             truncated = last and not terminal
@@ -283,14 +284,15 @@ class Trainer:
                 current.observation[..., -1], action, self._clip(next_step.reward),
                 terminal, truncated=truncated,
                 next_frame=next_step.observation[..., -1] if truncated else None)
-            self.agent.agent_step.assign_add(1)
+            # The ε schedule reads the variable; its new value comes back
+            # from the same op (no second read per step).
+            step = int(self.agent.agent_step.assign_add(1).numpy())
             stats.agent_steps += 1
             ended, episode_return, episode_length = self._episode_info(next_step)
             if ended:
                 stats.episode_returns.append(float(episode_return))
                 stats.episode_lengths.append(int(episode_length))
             self._time_step = next_step
-            step = self.agent_step
             if step >= cfg.min_replay_history and step % cfg.update_period == 0:
                 self.learn(stats)
         # A phase ends with every update done and recorded (checkpoints,
@@ -316,11 +318,12 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None):
     returns, lengths = [], []
     steps = 0
     time_step = env.reset()
+    action_dtype = env.action_spec().dtype
     episode_return, episode_length = 0.0, 0
     while len(returns) < num_episodes:
         if max_steps is not None and steps >= max_steps:
             break
-        time_step = env.step(np.asarray(act(time_step), dtype=env.action_spec().dtype))
+        time_step = env.step(np.asarray(act(time_step), dtype=action_dtype))
         steps += 1
         if on_step is not None:
             on_step(env, time_step)
