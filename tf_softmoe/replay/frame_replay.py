@@ -65,6 +65,7 @@ import uuid
 
 import numpy as np
 
+from tf_softmoe import _files
 from tf_softmoe.replay.sum_tree import SumTree
 from tf_softmoe.replay.sum_tree import check_indices
 
@@ -827,7 +828,7 @@ class FrameReplayBuffer:
             files = {}
             for name, array in arrays.items():
                 filename = f"{name}.{generation}.npy"
-                _atomic_write(
+                _files.atomic_write(
                     os.path.join(directory, filename),
                     lambda f, a=array: np.save(f, a, allow_pickle=False))
                 files[name] = filename
@@ -841,8 +842,8 @@ class FrameReplayBuffer:
             }
         payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
         manifest_path = os.path.join(directory, _MANIFEST)
-        _atomic_write(manifest_path, lambda f: f.write(payload))
-        _fsync_directory(directory)
+        _files.atomic_write(manifest_path, lambda f: f.write(payload))
+        _files.fsync_directory(directory)
         keep = set(files.values())
         for path in glob.glob(os.path.join(directory, "*.npy")):
             if os.path.basename(path) not in keep:
@@ -1084,28 +1085,3 @@ def _copy_rng_state(state):
     return json.loads(json.dumps(state))
 
 
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _fsync_directory(directory):
-    """Makes the renames durable where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        return
-    finally:
-        os.close(fd)

@@ -27,6 +27,8 @@ import uuid
 
 from absl import logging
 
+from tf_softmoe import _files
+
 _NAME = re.compile(r"^ckpt-(\d{8})$")
 STATE_FILE = "state.json"
 
@@ -40,15 +42,7 @@ def _fsync_tree(path):
         for name in files:
             with open(os.path.join(directory, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(directory)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        _files.fsync_directory(directory)
 
 
 class CheckpointManager:
@@ -100,7 +94,7 @@ class CheckpointManager:
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.rename(tmp, final)
-            _fsync_dir(self.directory)
+            _files.fsync_directory(self.directory)
         except (OSError, ValueError) as error:
             shutil.rmtree(tmp, ignore_errors=True)
             previous = self.checkpoints()

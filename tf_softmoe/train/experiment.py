@@ -27,6 +27,7 @@ import tensorflow as tf
 from tf_agents.policies import epsilon_greedy_policy
 from tf_agents.policies import policy_saver
 
+from tf_softmoe import _files
 from tf_softmoe import agents as agents_lib
 from tf_softmoe import envs
 from tf_softmoe.metrics import atari_scores
@@ -154,7 +155,7 @@ class Experiment:
                     f"{self.root_dir} holds a run with another configuration ({listed}). "
                     "Use a new --root_dir, or pass --allow_config_change to resume "
                     "it with the new settings.")
-        _atomic_write(path, self.config.to_json())
+        _files.atomic_write_text(path, self.config.to_json())
 
     # ------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, tmp_dir):
@@ -327,15 +328,6 @@ def _flatten_diagnostics(diagnostics):
     return out
 
 
-def _atomic_write(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _read_metrics(path):
     if not os.path.exists(path):
         return [], []
@@ -350,7 +342,7 @@ def _write_metrics(path, fields, rows):
                             restval="")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(path, buffer.getvalue())
+    _files.atomic_write_text(path, buffer.getvalue())
 
 
 def _append_metrics(path, row):
