@@ -29,6 +29,7 @@ from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from tf_softmoe.train import checkpoints  # noqa: E402
 from tf_softmoe.train import experiment  # noqa: E402
+from tf_softmoe.train import learner  # noqa: E402
 from tf_softmoe.train import loop  # noqa: E402
 
 flags.DEFINE_string("root_dir", None, "Run directory to load from its checkpoints.")
@@ -107,8 +108,12 @@ def main(argv):
             return 2
         actor = experiment.eval_policy(agent, epsilon)
     recorder = VideoRecorder(FLAGS.video) if FLAGS.video else None
+    # As in training: the acting policy compiled where that is faster.
+    jit = learner.resolve_policy_jit_compile(config.schedule.policy_jit_compile,
+                                             config.network)
     returns, lengths = loop.evaluate(env, actor, FLAGS.num_episodes,
-                                     max_steps=FLAGS.max_steps, on_step=recorder)
+                                     max_steps=FLAGS.max_steps, on_step=recorder,
+                                     jit_compile=jit)
     if recorder is not None:
         recorder.write()
         print(f"video: {FLAGS.video} ({len(recorder.frames)} frames)")

@@ -81,6 +81,10 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the train step: auto = on GPU/TPU; on CPU for the "
                   "Nature encoder without noisy layers, else off (measured "
                   "per network, docs/performance.md).")
+flags.DEFINE_enum("policy_jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA for the acting policies (one observation per call): "
+                  "auto = on GPU/TPU; on CPU for every network but the noisy "
+                  "Nature-flatten ones (docs/performance.md).")
 flags.DEFINE_boolean("overlap_updates", False,
                      "Update on a background thread while the next agent steps "
                      "are collected, acting with the network as of the previous "
@@ -124,7 +128,7 @@ def experiment_config_from_flags():
         eval_episodes=FLAGS.eval_episodes, diagnostics_period=FLAGS.diagnostics_period,
         dormant_taus=tuple(float(t) for t in FLAGS.dormant_taus),
         keep_checkpoints=FLAGS.keep_checkpoints, jit_compile=FLAGS.jit_compile,
-        seed=FLAGS.seed, overlap_updates=FLAGS.overlap_updates)
+        policy_jit_compile=FLAGS.policy_jit_compile, seed=FLAGS.seed, overlap_updates=FLAGS.overlap_updates)
     protocol = FLAGS.protocol or ("der" if FLAGS.agent == "der" else "dopamine")
     env_overrides = {name: FLAGS[name].value for name in _ENV_FLAGS
                      if FLAGS[name].value is not None}

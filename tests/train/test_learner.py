@@ -54,3 +54,24 @@ def test_learner_resolves_auto_from_its_agents_network():
                            ts.time_step_spec(observation), action)
         learner = Learner(agent, jit_compile="auto")
         assert learner.jit_compile is (expected or ON_ACCELERATOR)
+
+
+def test_train_rejects_a_batch_of_the_wrong_shape():
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from tests.agents.catch_setup import SMALL_NET, catch, fast_config  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.agents import make_agent  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.train import loop  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.train.learner import Learner  # pylint: disable=g-import-not-at-top
+    env = catch(0)
+    config = fast_config("dqn", batch_size=4)
+    agent = make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
+    trainer = loop.Trainer(env, agent, replay, Learner(agent, jit_compile=False), config,
+                           policy_jit_compile=False)
+    trainer.run(config.min_replay_history + 2)  # updates run: the flat call works
+    batch = replay.sample(4)
+    out = trainer.learner.train(batch)
+    assert np.isfinite(out["loss"]) and out["per_sample_loss"].shape == (4,)
+    short = dict(batch, action=batch["action"][:3])
+    with pytest.raises(ValueError, match=r"batch\['action'\] has shape \(3,\).*batch size 4"):
+        trainer.learner.train(short)

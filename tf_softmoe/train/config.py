@@ -29,6 +29,10 @@ class ScheduleConfig:
       keep_checkpoints: how many checkpoints to keep.
       jit_compile: "auto" (XLA on GPU/TPU, on CPU chosen per network; see
         `resolve_jit_compile`), "true" or "false".
+      policy_jit_compile: XLA for the acting policies (collect and
+        evaluation; one observation per call): "auto" (XLA on GPU/TPU, on a
+        CPU for all but the noisy Nature-flatten networks; see
+        `resolve_policy_jit_compile`), "true" or "false".
       seed: seeds TensorFlow, the replay sampler and the environment.
       overlap_updates: run each update on a background thread while the
         next agent steps are collected, acting with the network as of the
@@ -44,6 +48,7 @@ class ScheduleConfig:
     dormant_taus: tuple = (0.0, 0.025)
     keep_checkpoints: int = 2
     jit_compile: str = "auto"
+    policy_jit_compile: str = "auto"
     seed: int = 0
     overlap_updates: bool = False
 
@@ -60,9 +65,11 @@ class ScheduleConfig:
         if not isinstance(self.overlap_updates, bool):
             raise ValueError(
                 f"overlap_updates must be True or False, got {self.overlap_updates!r}.")
-        if str(self.jit_compile).lower() not in ("auto", "true", "false"):
-            raise ValueError(
-                f"jit_compile must be 'auto', 'true' or 'false', got {self.jit_compile!r}.")
+        for name in ("jit_compile", "policy_jit_compile"):
+            value = getattr(self, name)
+            if str(value).lower() not in ("auto", "true", "false"):
+                raise ValueError(
+                    f"{name} must be 'auto', 'true' or 'false', got {value!r}.")
         if any(not 0.0 <= t < 1.0 for t in self.dormant_taus):
             raise ValueError(f"dormant_taus must lie in [0, 1), got {self.dormant_taus}.")
 
@@ -134,7 +141,7 @@ def _tuples(values):
 RESUMABLE_CHANGES = ("schedule.num_iterations", "schedule.eval_episodes",
                      "schedule.eval_max_steps", "schedule.diagnostics_period",
                      "schedule.keep_checkpoints", "schedule.jit_compile",
-                     "schedule.dormant_taus")
+                     "schedule.policy_jit_compile", "schedule.dormant_taus")
 
 
 def config_differences(stored, current, ignore=RESUMABLE_CHANGES):

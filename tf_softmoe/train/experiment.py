@@ -117,20 +117,25 @@ class Experiment:
             self.env.action_spec())
         self.replay = loop.make_replay(config.agent, self.env.observation_spec().shape,
                                        seed=seed)
-        # Traced once, played after every iteration.
-        self._eval_act = (loop.CompiledPolicy(
-            eval_policy(self.agent, config.agent.epsilon_eval)).action
-                          if schedule.eval_episodes else None)
         self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile)
-        logging.info("Train step: %s (jit_compile=%s); %s loop.",
-                     "XLA" if self.learner.jit_compile else "graph",
-                     schedule.jit_compile,
-                     "overlapped" if schedule.overlap_updates else "serial")
         self.trainer = loop.Trainer(
             self.env, self.agent, self.replay, self.learner, config.agent,
             diagnostics_period=schedule.diagnostics_period,
             dormant_taus=schedule.dormant_taus, seed=seed,
-            overlap_updates=schedule.overlap_updates)
+            overlap_updates=schedule.overlap_updates,
+            policy_jit_compile=schedule.policy_jit_compile)
+        # Traced once, played after every iteration.
+        self._eval_act = (loop.CompiledPolicy(
+            eval_policy(self.agent, config.agent.epsilon_eval),
+            jit_compile=self.trainer.policy_jit_compile).action
+                          if schedule.eval_episodes else None)
+        logging.info("Train step: %s (jit_compile=%s); policy: %s "
+                     "(policy_jit_compile=%s); %s loop.",
+                     "XLA" if self.learner.jit_compile else "graph",
+                     schedule.jit_compile,
+                     "XLA" if self.trainer.policy_jit_compile else "graph",
+                     schedule.policy_jit_compile,
+                     "overlapped" if schedule.overlap_updates else "serial")
         self.checkpoints = checkpoints_lib.CheckpointManager(
             os.path.join(root_dir, "checkpoints"), keep=schedule.keep_checkpoints)
         self._tf_checkpoint = tf.train.Checkpoint(

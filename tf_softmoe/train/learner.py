@@ -5,9 +5,33 @@ import tensorflow as tf
 
 from tf_softmoe.agents import factory
 from tf_softmoe.metrics import diagnostics as diag
+from tf_softmoe.train import flat_call
 
 BATCH_KEYS = ("state", "action", "reward", "next_state", "discount",
               "importance_weights")
+
+
+def parse_jit_compile(jit_compile):
+    """True, False or "auto" from a bool or "true"/"false"/"auto" (any case).
+
+    Raises:
+      ValueError: any other value.
+    """
+    if isinstance(jit_compile, bool):
+        return jit_compile
+    value = str(jit_compile).lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    if value != "auto":
+        raise ValueError(f"jit_compile must be 'auto', 'true' or 'false', got {jit_compile!r}.")
+    return "auto"
+
+
+def _on_accelerator():
+    return bool(tf.config.list_logical_devices("GPU")
+                + tf.config.list_logical_devices("TPU"))
 
 
 def resolve_jit_compile(jit_compile, network_config=None):
@@ -26,22 +50,45 @@ def resolve_jit_compile(jit_compile, network_config=None):
       jit_compile: True, False, "true", "false" or "auto".
       network_config: the `NetworkConfig` of the network being trained.
     """
-    if isinstance(jit_compile, bool):
-        return jit_compile
-    value = str(jit_compile).lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
+    value = parse_jit_compile(jit_compile)
     if value != "auto":
-        raise ValueError(f"jit_compile must be 'auto', 'true' or 'false', got {jit_compile!r}.")
-    accelerators = (tf.config.list_logical_devices("GPU")
-                    + tf.config.list_logical_devices("TPU"))
-    if accelerators:
+        return value
+    if _on_accelerator():
         return True
     if network_config is None:
         return False
     return network_config.encoder == "nature" and not network_config.noisy
+
+
+def resolve_policy_jit_compile(jit_compile, network_config=None):
+    """Whether the acting policy (one observation per call) is compiled
+    with XLA.
+
+    `"auto"`: XLA on a GPU or TPU. On a CPU, XLA for every network except
+    the noisy Nature networks with a flatten block, from
+    `benchmarks/policy_bench.py` (docs/performance.md): one observation
+    through the network is dominated by per-op overheads that XLA's fused
+    program avoids — XLA takes 0.66–0.96× the graph's time for all ten DQN
+    networks and 0.74–0.84× for the five noisy Impala ones — whereas the
+    noisy 7744×512 layer of Rainbow-Nature-flatten, drawing fresh noise each
+    call, is slower compiled (1.09–1.12×). The other noisy Nature networks
+    are within ±7 % either way (XLA on average over three runs).
+    Without a `network_config`, the graph. Booleans and "true"/"false" pass
+    through.
+
+    Args:
+      jit_compile: True, False, "true", "false" or "auto".
+      network_config: the `NetworkConfig` of the acting network.
+    """
+    value = parse_jit_compile(jit_compile)
+    if value != "auto":
+        return value
+    if _on_accelerator():
+        return True
+    if network_config is None:
+        return False
+    return not (network_config.noisy and network_config.encoder == "nature"
+                and network_config.penultimate == "flatten")
 
 
 class Learner:
@@ -83,6 +130,7 @@ class Learner:
         # TF-Agents' code dominated the first step (py-spy, docs/performance.md).
         self._train_fn = tf.function(self._train_step, jit_compile=self.jit_compile,
                                      input_signature=self._signature, autograph=False)
+        self._train_call = None
         self._diagnostics_fns = {}
 
     @property
@@ -103,13 +151,34 @@ class Learner:
             "td_error_var": td_error.variance,
         }
 
+    def _batch_tensors(self, batch):
+        tensors = []
+        for key, spec in zip(BATCH_KEYS, self._signature):
+            value = np.asarray(batch[key], dtype=spec.dtype.as_numpy_dtype)
+            if value.shape != tuple(spec.shape):
+                raise ValueError(
+                    f"batch[{key!r}] has shape {value.shape}; the learner expects "
+                    f"{tuple(spec.shape)} (batch size {self.batch_size}).")
+            tensors.append(tf.constant(value))
+        return tensors
+
     def train(self, batch):
-        """One update; returns a dict of NumPy values."""
-        args = [batch[key] for key in BATCH_KEYS]
+        """One update; returns a dict of NumPy values.
+
+        Raises:
+          ValueError: a batch entry's shape differs from the learner's.
+        """
+        tensors = self._batch_tensors(batch)
         # TF-Agents writes summaries when a default writer is recording; inside
-        # XLA that fails, so recording is off around the compiled call.
+        # XLA that fails, so recording is off around the compiled call (and
+        # its tracing, on the first call).
         with tf.summary.record_if(False):
-            out = self._train_fn(*args)
+            if self._train_call is None:
+                # The concrete function on flat tensors: no per-call argument
+                # binding (see flat_call).
+                self._train_call = flat_call.flat_caller(
+                    self._train_fn.get_concrete_function())
+            out = self._train_call(tensors)
         return {key: value.numpy() for key, value in out.items()}
 
     def _diagnostics_step(self, state, action, reward, next_state, discount,

@@ -17,6 +17,8 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from tf_softmoe import replay as replay_lib
+from tf_softmoe.train import flat_call
+from tf_softmoe.train import learner as learner_lib
 
 
 def make_replay(agent_config, frame_shape, seed=None):
@@ -31,29 +33,56 @@ def make_replay(agent_config, frame_shape, seed=None):
 class CompiledPolicy:
     """A TF-Agents policy's `action` as one graph call per agent step.
 
-    The function has a fixed input signature (a batch of one time step), so a
-    call does no retracing checks and NumPy inputs go in without copies.
+    The policy is traced once, for a batch of one time step, into a concrete
+    function that each call runs on the four flat tensors directly: calling
+    the `tf.function` instead re-binds the arguments to its signature and
+    checks their types every time, which costs 1.5–2.5 ms per call on a CPU —
+    as much as a third of a batch-of-one forward pass through the Impala
+    encoder (docs/performance.md, section 3). The fields are cast to the
+    spec's dtypes and their shapes checked here instead.
+
+    Args:
+      policy: a TF-Agents policy.
+      seed: if given, `tf.random.set_seed(seed)` before tracing.
+      jit_compile: compile the call with XLA (see
+        `learner.resolve_policy_jit_compile` for when that is faster).
     """
 
-    def __init__(self, policy, seed=None):
+    def __init__(self, policy, seed=None, jit_compile=False):
         if seed is not None:
             tf.random.set_seed(seed)
         spec = policy.time_step_spec
-
-        def batched(s):
-            return tf.TensorSpec([1] + list(s.shape), s.dtype)
+        fields = (spec.step_type, spec.reward, spec.discount, spec.observation)
+        self._dtypes = tuple(s.dtype.as_numpy_dtype for s in fields)
+        self._shapes = tuple(tuple(s.shape) for s in fields)
 
         def action(step_type, reward, discount, observation):
             step = ts.TimeStep(step_type, reward, discount, observation)
             return policy.action(step).action
 
-        self._action = tf.function(action, autograph=False, input_signature=[
-            batched(spec.step_type), batched(spec.reward), batched(spec.discount),
-            batched(spec.observation)])
+        self.jit_compile = bool(jit_compile)
+        function = tf.function(
+            action, autograph=False, jit_compile=self.jit_compile,
+            input_signature=[tf.TensorSpec((1,) + shape, s.dtype)
+                             for shape, s in zip(self._shapes, fields)])
+        self._call = flat_call.flat_caller(function.get_concrete_function())
 
     def action(self, time_step):
-        out = self._action(*(np.asarray(x)[None] for x in time_step))
-        return int(out.numpy()[0])
+        """The action (an int) for one unbatched `TimeStep` of NumPy values.
+
+        Raises:
+          ValueError: a field's shape differs from the policy's spec.
+        """
+        tensors = []
+        for name, value, dtype, shape in zip(ts.TimeStep._fields, time_step,
+                                             self._dtypes, self._shapes):
+            value = np.asarray(value, dtype=dtype)
+            if value.shape != shape:
+                raise ValueError(
+                    f"time_step.{name} has shape {value.shape}; the policy "
+                    f"expects {shape} (one unbatched time step).")
+            tensors.append(tf.constant(value[None]))
+        return int(self._call(tensors).numpy()[0])
 
 
 @dataclasses.dataclass
@@ -122,6 +151,9 @@ class Trainer:
       agent_config: the `AgentConfig`.
       diagnostics_period: updates between diagnostics (0: never).
       dormant_taus: thresholds of the dormant-neuron fractions.
+      policy_jit_compile: compile the collect policy with XLA: True, False
+        or "auto" (`resolve_policy_jit_compile`: on a CPU, XLA for all but
+        the noisy Nature-flatten networks).
       overlap_updates: run each update on a background thread while the
         next `update_period` agent steps are collected. Off (the default),
         the loop is Dopamine's: act, step, store, and every `update_period`
@@ -138,7 +170,7 @@ class Trainer:
 
     def __init__(self, env, agent, replay, learner, agent_config,
                  diagnostics_period=0, dormant_taus=(0.0, 0.025), seed=None,
-                 overlap_updates=False):
+                 overlap_updates=False, policy_jit_compile="auto"):
         self.env = env
         self.agent = agent
         self.replay = replay
@@ -149,8 +181,10 @@ class Trainer:
         self.overlap_updates = bool(overlap_updates)
         self._pending = None  # (future, batch, start) of a background update
         self._executor = None
+        online = agent._q_network  # pylint: disable=protected-access
+        self.policy_jit_compile = learner_lib.resolve_policy_jit_compile(
+            policy_jit_compile, getattr(online, "config", None))
         if self.overlap_updates:
-            online = agent._q_network  # pylint: disable=protected-access
             self._acting_network = online.copy(name="ActingQNetwork")
             self._acting_network.create_variables()
             pairs = paired_variables(self._acting_network, online)
@@ -163,10 +197,12 @@ class Trainer:
             self._sync_acting_network = tf.function(sync, autograph=False)
             self._sync_acting_network()
             self.policy = CompiledPolicy(
-                agent.collect_policy_for(self._acting_network), seed=seed)
+                agent.collect_policy_for(self._acting_network), seed=seed,
+                jit_compile=self.policy_jit_compile)
         else:
             self._acting_network = None
-            self.policy = CompiledPolicy(agent.collect_policy, seed=seed)
+            self.policy = CompiledPolicy(agent.collect_policy, seed=seed,
+                                         jit_compile=self.policy_jit_compile)
         self._time_step = None
         self._episode_return = 0.0
         self._episode_length = 0
@@ -302,7 +338,8 @@ class Trainer:
         return stats
 
 
-def evaluate(env, policy, num_episodes, max_steps=None, on_step=None):
+def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
+             jit_compile=False):
     """Plays up to `num_episodes` full episodes (games) and returns their RAW
     returns and lengths (lists).
 
@@ -313,8 +350,11 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None):
       max_steps: optional cap on agent steps in total.
       on_step: optional callable `on_step(env, time_step)` after each step
         (e.g. to record video frames).
+      jit_compile: compile a TF-Agents policy with XLA (see
+        `learner.resolve_policy_jit_compile`).
     """
-    act = CompiledPolicy(policy).action if hasattr(policy, "time_step_spec") else policy
+    act = (CompiledPolicy(policy, jit_compile=jit_compile).action
+           if hasattr(policy, "time_step_spec") else policy)
     returns, lengths = [], []
     steps = 0
     time_step = env.reset()
