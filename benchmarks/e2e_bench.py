@@ -35,7 +35,7 @@ drifting between rounds). The warm-up uses a short `min_replay_history`
 Usage:
   python -m benchmarks.e2e_bench [--overlap-updates] [--agents dqn,rainbow] [--encoder impala]
       [--block softmoe4] [--steps 80] [--rounds 3] [--env-steps 2000]
-      [--jit_compile auto] [--json PATH]
+      [--jit_compile auto] [--policy_jit_compile auto] [--json PATH]
 """
 
 import argparse
@@ -64,7 +64,8 @@ class Setup:
     """Environment, agent, replay, learner and trainer for one agent."""
 
     def __init__(self, agent_name, encoder, block, capacity, min_replay,
-                 jit_compile, game, seed, overlap_updates=False):
+                 jit_compile, game, seed, overlap_updates=False,
+                 policy_jit_compile="auto"):
         self.agent_config = AgentConfig.preset(
             agent_name, replay_capacity=capacity, min_replay_history=min_replay)
         self.env = make_atari_env(AtariConfig.preset("dopamine", game), seed=seed)
@@ -79,7 +80,8 @@ class Setup:
         self.learner = Learner(self.agent, jit_compile=jit_compile)
         self.trainer = loop.Trainer(self.env, self.agent, self.replay,
                                     self.learner, self.agent_config, seed=seed,
-                                    overlap_updates=overlap_updates)
+                                    overlap_updates=overlap_updates,
+                                    policy_jit_compile=policy_jit_compile)
         self.rng = np.random.default_rng(seed)
         self.random_env.reset()
         self.seed = seed
@@ -129,10 +131,12 @@ class Setup:
 def bench_agent(agent_name, args, log):
     setup = Setup(agent_name, args.encoder, args.block, args.capacity,
                   args.min_replay, args.jit_compile, args.game, args.seed,
-                  overlap_updates=args.overlap_updates)
+                  overlap_updates=args.overlap_updates,
+                  policy_jit_compile=args.policy_jit_compile)
     warm_s = setup.warm_up()
     log(f"{agent_name}: warm-up {warm_s:.1f}s "
-        f"(jit_compile={setup.learner.jit_compile})")
+        f"(jit_compile={setup.learner.jit_compile}, "
+        f"policy_jit_compile={setup.trainer.policy_jit_compile})")
     updates = max(1, args.steps // setup.agent_config.update_period)
     env_sps, learner_sps, update_s, e2e_sps, policy_s, train_frac = ([] for _ in range(6))
     paired = []
@@ -160,6 +164,7 @@ def bench_agent(agent_name, args, log):
     return {
         "agent": agent_name, "encoder": args.encoder, "block": args.block,
         "jit_compile": str(setup.learner.jit_compile),
+        "policy_jit_compile": str(setup.trainer.policy_jit_compile),
         "overlap_updates": args.overlap_updates,
         "e2e_steps_per_s": e2e_m, "env_alone_steps_per_s": env_m,
         "learner_alone_steps_per_s": learner_m, "update_ms": med(update_s) * 1e3,
@@ -188,6 +193,8 @@ def main(argv=None):
     parser.add_argument("--min-replay", type=int, default=1000)
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--jit_compile", default="auto")
+    parser.add_argument("--policy_jit_compile", default="auto",
+                        help="XLA for the collect policy: auto, true or false")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overlap-updates", action="store_true",
                         help="Trainer(overlap_updates=True): each update on a "
@@ -195,7 +202,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     rows = [bench_agent(name, args, print) for name in args.agents.split(",") if name]
-    common.print_table(rows, ["agent", "jit_compile", "overlap_updates", "e2e_steps_per_s",
+    common.print_table(rows, ["agent", "jit_compile", "policy_jit_compile", "overlap_updates", "e2e_steps_per_s",
                               "env_alone_steps_per_s", "learner_alone_steps_per_s",
                               "update_ms", "policy_ms",
                               "bound", "e2e_vs_slower_bound",

@@ -10,6 +10,8 @@ another; then this script reads the JSON files and prints, and writes to
   jit_auto     `jit_compile="auto"` picks the faster of graph and XLA per
                network
                (train_step_bench's graph/XLA pairs)
+  policy_jit   `policy_jit_compile="auto"` picks the faster of graph and
+               XLA for the batch-of-one collect policy (policy_bench)
   e2e          end-to-end ≥ 90 % of the slower bound (e2e_bench, serial
                loop and `--overlap-updates`)
   replay       ≤ 7.2 KB per transition at 1 M (replay_bench)
@@ -46,6 +48,8 @@ def commands(args):
             ("train_step_bench", "train_step_bench",
              ["--rounds", "2", "--steps", "1", "--warmup", "1",
               "--cases", "dqn/nature/flatten1"] + step_args),
+            ("policy_bench", "policy_bench",
+             ["--cases", "dqn/nature/flatten1", "--rounds", "1", "--calls", "3"]),
             ("e2e_bench", "e2e_bench", e2e_quick),
             ("e2e_bench_overlap", "e2e_bench", e2e_quick + ["--overlap-updates"]),
             ("replay_bench", "replay_bench", ["--capacity", "100000", "--rounds", "50"]),
@@ -54,6 +58,7 @@ def commands(args):
         ]
     return [
         ("train_step_bench", "train_step_bench", step_args),
+        ("policy_bench", "policy_bench", []),
         ("e2e_bench", "e2e_bench", []),
         ("e2e_bench_overlap", "e2e_bench", ["--overlap-updates"]),
         ("replay_bench", "replay_bench", []),
@@ -105,6 +110,11 @@ def summarise(results):
                         f"({decision['kernels']} kernels): its time / the faster's",
                 "measured": over, "target": "1",
                 "status": "met" if over <= 1.0 else "not met"})
+    for row in (results.get("policy_bench") or {}).get("rows", []):
+        rows.append({
+            "goal": f"policy jit auto={row['auto']}, {row['case']}: its time / the faster's",
+            "measured": row["auto_over_best"], "target": "1",
+            "status": "met" if row["auto_over_best"] <= 1.0 else "not met"})
     e2e_rows = [r for key in ("e2e_bench", "e2e_bench_overlap")
                 for r in (results.get(key) or {}).get("rows", [])]
     for row in e2e_rows:
