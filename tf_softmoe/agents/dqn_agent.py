@@ -47,9 +47,7 @@ class DqnAgent(dqn_agent.DqnAgent):
             **policies.common_agent_kwargs(agent_config, agent_step,
                                            train_step_counter, optimizer))
         if agent_config.noisy:
-            self._collect_policy = policies.noisy_collect_policy(
-                self, lambda net: q_policy.QPolicy(time_step_spec, action_spec,
-                                                   q_network=net))
+            self._collect_policy = self.collect_policy_for(self._q_network)
 
     def collect_policy_for(self, network):
         """This agent's collect policy evaluated with `network` (a network of

@@ -49,16 +49,6 @@ def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer)
         train_step_counter=train_step_counter)
 
 
-def noisy_collect_policy(agent, make_policy):
-    """ε-greedy over a policy whose network draws fresh noise each call.
-
-    Args:
-      agent: the TF-Agents agent (its q-network and ε).
-      make_policy: `make_policy(network)` builds the greedy-capable policy.
-    """
-    return collect_policy_over(agent, make_policy, agent._q_network, noisy=True)  # pylint: disable=protected-access
-
-
 def collect_policy_over(agent, make_policy, network, noisy):
     """The agent's collect policy (ε-greedy on the agent's schedule, noise
     drawn when `noisy`) over any network with the q-network's signature,

@@ -73,10 +73,7 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
             **policies.common_agent_kwargs(agent_config, agent_step,
                                            train_step_counter, optimizer))
         if agent_config.noisy:
-            self._collect_policy = policies.noisy_collect_policy(
-                self, lambda net: categorical_q_policy.CategoricalQPolicy(
-                    time_step_spec, action_spec, net, agent_config.v_min,
-                    agent_config.v_max))
+            self._collect_policy = self.collect_policy_for(self._q_network)
 
     def collect_policy_for(self, network):
         """This agent's collect policy evaluated with `network` (a network of

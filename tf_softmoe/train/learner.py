@@ -29,9 +29,18 @@ def parse_jit_compile(jit_compile):
     return "auto"
 
 
-def _on_accelerator():
-    return bool(tf.config.list_logical_devices("GPU")
-                + tf.config.list_logical_devices("TPU"))
+def _resolve(jit_compile, network_config, on_cpu):
+    """The shared part of the two resolvers: explicit values pass through,
+    "auto" is XLA on a GPU/TPU, the graph on a CPU without a network config,
+    and `on_cpu(network_config)` otherwise."""
+    value = parse_jit_compile(jit_compile)
+    if value != "auto":
+        return value
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return True
+    if network_config is None:
+        return False
+    return bool(on_cpu(network_config))
 
 
 def resolve_jit_compile(jit_compile, network_config=None):
@@ -50,14 +59,8 @@ def resolve_jit_compile(jit_compile, network_config=None):
       jit_compile: True, False, "true", "false" or "auto".
       network_config: the `NetworkConfig` of the network being trained.
     """
-    value = parse_jit_compile(jit_compile)
-    if value != "auto":
-        return value
-    if _on_accelerator():
-        return True
-    if network_config is None:
-        return False
-    return network_config.encoder == "nature" and not network_config.noisy
+    return _resolve(jit_compile, network_config,
+                    lambda c: c.encoder == "nature" and not c.noisy)
 
 
 def resolve_policy_jit_compile(jit_compile, network_config=None):
@@ -80,15 +83,9 @@ def resolve_policy_jit_compile(jit_compile, network_config=None):
       jit_compile: True, False, "true", "false" or "auto".
       network_config: the `NetworkConfig` of the acting network.
     """
-    value = parse_jit_compile(jit_compile)
-    if value != "auto":
-        return value
-    if _on_accelerator():
-        return True
-    if network_config is None:
-        return False
-    return not (network_config.noisy and network_config.encoder == "nature"
-                and network_config.penultimate == "flatten")
+    return _resolve(jit_compile, network_config,
+                    lambda c: not (c.noisy and c.encoder == "nature"
+                                   and c.penultimate == "flatten"))
 
 
 class Learner:
@@ -130,6 +127,8 @@ class Learner:
         # TF-Agents' code dominated the first step (py-spy, docs/performance.md).
         self._train_fn = tf.function(self._train_step, jit_compile=self.jit_compile,
                                      input_signature=self._signature, autograph=False)
+        self._batch_specs = [(key, spec.dtype.as_numpy_dtype, tuple(spec.shape))
+                             for key, spec in zip(BATCH_KEYS, self._signature)]
         self._train_call = None
         self._diagnostics_fns = {}
 
@@ -153,12 +152,12 @@ class Learner:
 
     def _batch_tensors(self, batch):
         tensors = []
-        for key, spec in zip(BATCH_KEYS, self._signature):
-            value = np.asarray(batch[key], dtype=spec.dtype.as_numpy_dtype)
-            if value.shape != tuple(spec.shape):
+        for key, dtype, shape in self._batch_specs:
+            value = np.asarray(batch[key], dtype=dtype)
+            if value.shape != shape:
                 raise ValueError(
                     f"batch[{key!r}] has shape {value.shape}; the learner expects "
-                    f"{tuple(spec.shape)} (batch size {self.batch_size}).")
+                    f"{shape} (batch size {self.batch_size}).")
             tensors.append(tf.constant(value))
         return tensors
 
