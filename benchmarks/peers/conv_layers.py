@@ -1,0 +1,38 @@
+"""The Impala encoder's convolutions, layer by layer, shared by both sides of
+`benchmarks.conv_bench` (standard library only: the torch venv imports it)."""
+
+import statistics
+import time
+
+# Impala ResNet on 84×84×4 (SPEC §3): per stack a 3×3 conv, a 3×3/2 max-pool
+# and two residual blocks of two 3×3 convs each.
+STACKS = ((84, 4, 16), (42, 16, 32), (21, 32, 32))
+BLOCKS_PER_STACK = 2
+
+
+def impala_layers():
+    """`[(name, size, in_channels, out_channels, count)]`: each distinct conv
+    shape of the encoder and how many convs of that shape one forward runs."""
+    layers = []
+    for i, (size, cin, cout) in enumerate(STACKS):
+        layers.append((f"stack_{i}_conv", size, cin, cout, 1))
+        pooled = -(-size // 2)
+        layers.append((f"stack_{i}_blocks", pooled, cout, cout, 2 * BLOCKS_PER_STACK))
+    return layers
+
+
+def gflop(batch, size, cin, cout):
+    """Multiply-adds ×2 of one 3×3 SAME convolution (= each of its gradients)."""
+    return 2.0 * batch * size * size * cout * 9 * cin / 1e9
+
+
+def median_ms(fn, repeats, rounds, warmup=2):
+    """Median wall ms of one convolution: `fn()` runs `repeats` of them."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3 / repeats)
+    return statistics.median(samples)
