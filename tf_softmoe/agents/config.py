@@ -42,7 +42,9 @@ class AgentConfig(_config.DictConfig):
       priority_exponent: α in priority = (loss + 1e-10)^α (0.5: sqrt).
       importance_exponent: β of the importance weights (fixed).
       reward_clip: learning rewards are clipped to [−c, c]; None keeps them.
-      max_gradient_norm: optional global-norm gradient clipping.
+      max_gradient_norm: optional clipping of the gradients' global norm (the
+        default optimizer's `global_clipnorm`; with an optimizer of your own,
+        clip there and leave this None).
     """
 
     kind: str = "rainbow"
@@ -102,6 +104,9 @@ class AgentConfig(_config.DictConfig):
             raise ValueError(
                 f"Rainbow needs num_atoms >= 2 and v_max > v_min, got num_atoms="
                 f"{self.num_atoms}, v_min={self.v_min}, v_max={self.v_max}.")
+        if self.max_gradient_norm is not None and not self.max_gradient_norm > 0:
+            raise ValueError(
+                f"max_gradient_norm must be > 0 or None, got {self.max_gradient_norm}.")
         if self.reward_clip is not None and self.reward_clip <= 0:
             raise ValueError(f"reward_clip must be > 0 or None, got {self.reward_clip}.")
         if self.priority_exponent < 0 or self.importance_exponent < 0:

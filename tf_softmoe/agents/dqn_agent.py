@@ -33,7 +33,8 @@ class DqnAgent(dqn_agent.DqnAgent):
       agent_config: an `AgentConfig` of kind "dqn".
       agent_step: int64 variable counting environment steps (drives ε).
       train_step_counter: int64 variable counting gradient updates.
-      optimizer: optional; Adam(lr, eps) from the config by default.
+      optimizer: optional; by default `FusedAdam(lr, eps)` from the config,
+        clipping the global norm at `max_gradient_norm` when set.
     """
 
     def __init__(self, time_step_spec, action_spec, q_network, agent_config,

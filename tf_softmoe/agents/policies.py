@@ -4,6 +4,8 @@ import tensorflow as tf
 from tf_agents.networks import network
 from tf_agents.policies import epsilon_greedy_policy
 
+from tf_softmoe.agents import optimizers
+
 
 def linear_epsilon(agent_config, agent_step):
     """A callable giving Dopamine's linearly decaying ε at `agent_step`.
@@ -35,17 +37,26 @@ def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer)
     sample's bootstrap discount (0 after a terminal); target periods are
     converted from agent steps to updates.
     """
-    return dict(
+    clip = agent_config.max_gradient_norm
+    if optimizer is None:
         # adaptive_epsilon: ε as in Adam's Algorithm 1 (optax, hence the JAX
         # reference), not Keras's default "ε hat", which is ~30x larger early on.
-        optimizer=optimizer or tf.keras.optimizers.Adam(
+        # Clipping is the optimizer's: TF-Agents' `gradient_clipping` would
+        # clip each variable's gradient by its own norm, not the global norm.
+        optimizer = optimizers.FusedAdam(
             learning_rate=agent_config.learning_rate, epsilon=agent_config.adam_epsilon,
-            adaptive_epsilon=True),
+            adaptive_epsilon=True, global_clipnorm=clip)
+    elif clip is not None:
+        raise ValueError(
+            f"max_gradient_norm={clip} applies to the default optimizer only; with "
+            "your own optimizer, leave max_gradient_norm at None and clip there "
+            f"(e.g. tf.keras.optimizers.Adam(..., global_clipnorm={clip})).")
+    return dict(
+        optimizer=optimizer,
         epsilon_greedy=linear_epsilon(agent_config, agent_step),
         n_step_update=1,
         target_update_period=agent_config.train_steps_per_target_update,
         gamma=1.0,
-        gradient_clipping=agent_config.max_gradient_norm,
         train_step_counter=train_step_counter)
 
 
