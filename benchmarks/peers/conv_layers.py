@@ -1,8 +1,7 @@
 """The Impala encoder's convolutions, layer by layer, shared by both sides of
-`benchmarks.conv_bench` (standard library only: the torch venv imports it)."""
+`benchmarks.conv_bench` (no TensorFlow at import: the torch venv imports it)."""
 
-import statistics
-import time
+from benchmarks import common
 
 # Impala ResNet on 84×84×4 (SPEC §3): per stack a 3×3 conv, a 3×3/2 max-pool
 # and two residual blocks of two 3×3 convs each.
@@ -28,11 +27,4 @@ def gflop(batch, size, cin, cout):
 
 def median_ms(fn, repeats, rounds, warmup=2):
     """Median wall ms of one convolution: `fn()` runs `repeats` of them."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3 / repeats)
-    return statistics.median(samples)
+    return common.time_call(fn, rounds=rounds, warmup=warmup)["median_ms"] / repeats
