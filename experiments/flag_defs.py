@@ -79,8 +79,8 @@ flags.DEFINE_list("dormant_taus", ["0", "0.025"], "Dormant-neuron thresholds.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the train step: auto = on GPU/TPU; on CPU for the "
-                  "Nature encoder without noisy layers, else off (measured "
-                  "per network, docs/performance.md).")
+                  "Nature encoder without noisy layers and with a token block, "
+                  "else off (measured per network, docs/performance.md).")
 flags.DEFINE_enum("policy_jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the acting policies (one observation per call): "
                   "auto = on GPU/TPU; on CPU for every network but the noisy "

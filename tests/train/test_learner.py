@@ -24,9 +24,10 @@ def test_unknown_value_names_the_choices():
 
 @pytest.mark.skipif(ON_ACCELERATOR, reason="auto is XLA on every accelerator")
 @pytest.mark.parametrize("encoder,noisy,penultimate,expected", [
-    ("nature", False, "flatten", True),       # DQN-Nature: XLA measured faster
-    ("nature", False, "softmoe", True),
+    ("nature", False, "softmoe", True),       # DQN-Nature, token blocks: XLA
     ("nature", False, "tokenized_sum", True),
+    ("nature", False, "flatten", False),      # DQN-Nature-flatten: the graph
+    ("nature", False, "gap", False),
     ("nature", True, "flatten", False),       # noisy (Rainbow): the graph
     ("nature", True, "softmoe", False),
     ("impala", False, "softmoe", False),      # every Impala network: the graph
@@ -50,7 +51,8 @@ def test_learner_resolves_auto_from_its_agents_network():
     action = array_spec.BoundedArraySpec((), np.int64, 0, 5)
     for preset, expected in (("dqn", True), ("rainbow", False)):
         agent = make_agent(AgentConfig.preset(preset),
-                           NetworkConfig(encoder="nature", penultimate="flatten"),
+                           NetworkConfig(encoder="nature", penultimate="softmoe",
+                                         num_experts=4),
                            ts.time_step_spec(observation), action)
         learner = Learner(agent, jit_compile="auto")
         assert learner.jit_compile is (expected or ON_ACCELERATOR)

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tf_softmoe.agents import factory
 from tf_softmoe.metrics import diagnostics as diag
+from tf_softmoe.networks.config import TOKENIZED_PENULTIMATES
 from tf_softmoe.train import flat_call
 
 BATCH_KEYS = ("state", "action", "reward", "next_state", "discount",
@@ -48,11 +49,14 @@ def resolve_jit_compile(jit_compile, network_config=None):
 
     `"auto"`: XLA on a GPU or TPU. On a CPU, per network, from the graph vs
     XLA measurements of `benchmarks/train_step_bench.py` (batch 32, with the
-    oneDNN kernels tf_softmoe enables; docs/performance.md): XLA for the
-    Nature encoder without noisy layers (DQN-Nature: XLA 0.72–0.94× the
-    graph's time on four of five blocks, even on the fifth), the plain graph
-    otherwise (every Impala network: XLA 1.2–1.6×; noisy Nature networks:
-    XLA 1.03–1.38× on four of five). Without a `network_config`, the graph.
+    oneDNN kernels and the fused Adam tf_softmoe uses; docs/performance.md):
+    XLA for the Nature encoder without noisy layers and with a token block
+    (DQN-Nature, two runs: XLA 0.80–0.94× the graph's time for scaled
+    SoftMoE-1 and tokenized_sum, 0.99–1.03× for SoftMoE-4), the plain graph
+    otherwise: DQN-Nature-flatten (XLA
+    1.09× for ×1 in both runs, 0.94–1.04× for ×4), every Impala network
+    (XLA 1.2–1.6×) and the noisy Nature networks (XLA 1.09–1.36× on four of
+    five, 0.97× on the fifth). Without a `network_config`, the graph.
     Booleans and "true"/"false" pass through.
 
     Args:
@@ -60,7 +64,8 @@ def resolve_jit_compile(jit_compile, network_config=None):
       network_config: the `NetworkConfig` of the network being trained.
     """
     return _resolve(jit_compile, network_config,
-                    lambda c: c.encoder == "nature" and not c.noisy)
+                    lambda c: (c.encoder == "nature" and not c.noisy
+                               and c.penultimate in TOKENIZED_PENULTIMATES))
 
 
 def resolve_policy_jit_compile(jit_compile, network_config=None):
