@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
+from tf_softmoe import agents  # noqa: E402
 from tf_softmoe.train import checkpoints  # noqa: E402
 from tf_softmoe.train import experiment  # noqa: E402
 from tf_softmoe.train import learner  # noqa: E402
@@ -108,9 +109,11 @@ def main(argv):
             return 2
         actor = experiment.eval_policy(agent, epsilon)
     recorder = VideoRecorder(FLAGS.video) if FLAGS.video else None
-    # As in training: the acting policy compiled where that is faster.
-    jit = learner.resolve_policy_jit_compile(config.schedule.policy_jit_compile,
-                                             config.network)
+    # As in training: the acting policy compiled where that is faster, judged
+    # on the network the agent builds (its noisy layers come from the agent).
+    jit = learner.resolve_policy_jit_compile(
+        config.schedule.policy_jit_compile,
+        agents.network_config_for(config.agent, config.network))
     returns, lengths = loop.evaluate(env, actor, FLAGS.num_episodes,
                                      max_steps=FLAGS.max_steps, on_step=recorder,
                                      jit_compile=jit)

@@ -8,6 +8,26 @@ the learner call with a fixed signature, check shapes and dtypes themselves,
 and so run the concrete function directly.
 """
 
+import numpy as np
+
+
+def checked_array(value, dtype, shape, label, expected):
+    """`value` as a NumPy array of `dtype`, refusing any shape but `shape`.
+
+    Args:
+      value: array-like input for one flat argument.
+      dtype, shape: what the traced signature takes (without any batch
+        dimension the caller adds itself).
+      label, expected: name the input and the expectation in the error.
+
+    Raises:
+      ValueError: the shape differs.
+    """
+    value = np.asarray(value, dtype=dtype)
+    if value.shape != shape:
+        raise ValueError(f"{label} has shape {value.shape}; {expected}.")
+    return value
+
 
 def flat_caller(concrete):
     """`call(tensors)` running a concrete function on its flat inputs.

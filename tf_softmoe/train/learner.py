@@ -156,15 +156,10 @@ class Learner:
         }
 
     def _batch_tensors(self, batch):
-        tensors = []
-        for key, dtype, shape in self._batch_specs:
-            value = np.asarray(batch[key], dtype=dtype)
-            if value.shape != shape:
-                raise ValueError(
-                    f"batch[{key!r}] has shape {value.shape}; the learner expects "
-                    f"{shape} (batch size {self.batch_size}).")
-            tensors.append(tf.constant(value))
-        return tensors
+        return [tf.constant(flat_call.checked_array(
+            batch[key], dtype, shape, f"batch[{key!r}]",
+            f"the learner expects {shape} (batch size {self.batch_size})"))
+                for key, dtype, shape in self._batch_specs]
 
     def train(self, batch):
         """One update; returns a dict of NumPy values.

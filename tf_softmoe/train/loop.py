@@ -73,15 +73,11 @@ class CompiledPolicy:
         Raises:
           ValueError: a field's shape differs from the policy's spec.
         """
-        tensors = []
-        for name, value, dtype, shape in zip(ts.TimeStep._fields, time_step,
-                                             self._dtypes, self._shapes):
-            value = np.asarray(value, dtype=dtype)
-            if value.shape != shape:
-                raise ValueError(
-                    f"time_step.{name} has shape {value.shape}; the policy "
-                    f"expects {shape} (one unbatched time step).")
-            tensors.append(tf.constant(value[None]))
+        tensors = [tf.constant(flat_call.checked_array(
+            value, dtype, shape, f"time_step.{name}",
+            f"the policy expects {shape} (one unbatched time step)")[None])
+                   for name, value, dtype, shape in zip(
+                       ts.TimeStep._fields, time_step, self._dtypes, self._shapes)]
         return int(self._call(tensors).numpy()[0])
 
 
