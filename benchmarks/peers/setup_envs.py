@@ -15,7 +15,7 @@
                     'baselines').
   <root>/torch  torch 2.13.0 (CPU wheel) and NumPy.
 
-Both are made with `python3 -m venv` and PyPI through pip; tf_softmoe's own
+Both are made with `<this python> -m venv` and PyPI through pip; tf_softmoe's own
 environment is not touched. A marker file records what was installed so a
 second call returns at once.
 
@@ -83,7 +83,9 @@ def ensure(root, peer, log=print):
     os.makedirs(root, exist_ok=True)
     if not os.path.exists(python):
         log(f"creating {env_dir}")
-        subprocess.run(["python3", "-m", "venv", env_dir], check=True)
+        # The interpreter running this (3.11 here and in CI), not whatever
+        # `python3` is first on PATH.
+        subprocess.run([sys.executable, "-m", "venv", env_dir], check=True)
     spec = REQUIREMENTS[peer]
     for args in spec["install"]:
         command = [python, "-m", "pip", "install", *args]
