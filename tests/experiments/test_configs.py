@@ -195,3 +195,20 @@ def test_flagfile_configs_store_the_network_the_agent_builds():
                            ("dqn_nature_softmoe4", ("dqn", False, False))):
         network = sweep.resolve_config(sweep.find_flagfile(name)).network
         assert (network.head, network.dueling, network.noisy) == expected, name
+
+
+def test_atari20_cites_its_source_and_only_airraid_lacks_a_human_score():
+    from tf_softmoe.metrics import atari_scores  # pylint: disable=import-outside-toplevel
+    path = os.path.join(sweep.GAME_SET_DIR, "atari20.txt")
+    with open(path) as handle:
+        text = handle.read()
+    assert "2402.08609" in text and "2410.01930" in text
+    games = sweep.game_sets()["atari20"]
+    assert len(games) == len(set(games)) == 20
+    without = []
+    for game in games:
+        try:
+            atari_scores.reference_scores(game)
+        except ValueError:
+            without.append(game)
+    assert without == ["AirRaid"]
