@@ -11,7 +11,7 @@ experiments/train.py, laid out by experiments/sweep.py), and writes to
                                human-normalised final scores, with 95 %
                                stratified-bootstrap intervals, per condition
     per_run.csv                every expected run: status, final raw score,
-                               human-normalised score
+                               human-normalised score, the column scored
     learning_curves.csv        IQM per iteration with its interval
     probability_of_improvement.csv
     learning_curves.png        IQM over training with interval bands
@@ -19,10 +19,15 @@ experiments/train.py, laid out by experiments/sweep.py), and writes to
     probability_of_improvement.png
 
 Scores (SPEC section 6; Agarwal et al. 2021):
-- A run's score at an iteration is the mean return of the training episodes
-  that ended in it (`train_episode_return`, what the paper reports; --score=eval
-  takes `eval_episode_return`). An iteration in which no episode ended has no
-  score of its own and carries the previous iteration's forward.
+- The score the paper reports for the run's protocol (--score=auto, the
+  default): Rainbow/DQN runs (protocol "dopamine") score on the mean return of
+  the training episodes that ended in an iteration (`train_episode_return`);
+  DER runs (protocol "der", Atari 100k) on the mean return of the evaluation
+  games played after it (`eval_episode_return`: 100 games, as the reference's
+  `DataEfficientAtariRunner` reports). --score=train or --score=eval takes one
+  column for every run. An iteration without a score of its own (no episode
+  ended, or no evaluation after it with --eval_schedule=final) carries the
+  previous iteration's forward.
 - A run's final score is the mean over its last --final_iterations
   iterations (1: the last one) of the analysed horizon.
 - Human-normalised score = (score - random) / (human - random) with the
@@ -66,6 +71,7 @@ from experiments import sweep as sweep_lib  # noqa: E402
 from tf_softmoe import metrics  # noqa: E402
 
 SCORE_COLUMNS = {"train": "train_episode_return", "eval": "eval_episode_return"}
+SCORES = ("auto",) + tuple(SCORE_COLUMNS)
 METRIC_LABELS = {"iqm": "IQM", "median": "Median", "mean": "Mean",
                  "optimality_gap": "Optimality gap"}
 
@@ -85,6 +91,7 @@ class RunRecord:
         config.json; None if unknown).
       returns: score per written iteration (NaN where no episode ended).
       agent_steps: agent steps at the end of each written iteration.
+      score: the score it is read with: "train" or "eval".
     """
     condition: str
     game: str
@@ -93,6 +100,7 @@ class RunRecord:
     scheduled_iterations: Optional[int] = None
     returns: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     agent_steps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    score: str = "train"
 
     @property
     def iterations(self):
@@ -107,6 +115,17 @@ def _read_json(path):
         return None
 
 
+def protocol_score(record):
+    """The score the paper reports for a run: "eval" for DER (Atari 100k)
+    runs, "train" otherwise. The protocol is read from the run's
+    config.json; a run without one counts as DER when its condition is
+    named der_* (the flag files' naming)."""
+    config = _read_json(os.path.join(record.run_dir, "config.json"))
+    if config and "protocol" in config:
+        return "eval" if config["protocol"] == "der" else "train"
+    return "eval" if record.condition.startswith("der_") else "train"
+
+
 def read_run(record, score_column):
     """Fills `record.returns` and `record.agent_steps` from its metrics.csv."""
     import pandas as pd  # pylint: disable=import-outside-toplevel
@@ -119,7 +138,7 @@ def read_run(record, score_column):
     if score_column not in frame.columns:
         raise ValueError(
             f"{path} has no column {score_column!r}" + (
-                " (the runs were trained with --eval_episodes=0; use --score=train)"
+                " (the run was trained with --eval_episodes=0; use --score=train)"
                 if score_column.startswith("eval") else "") + ".")
     frame = frame.sort_values("iteration").drop_duplicates("iteration", keep="last")
     record.returns = pd.to_numeric(frame[score_column], errors="coerce").to_numpy(
@@ -139,14 +158,15 @@ def discover_runs(sweep_root, conditions=None, score="train"):
     Args:
       sweep_root: directory laid out <condition>/<game>/seed_<s>/.
       conditions: names to keep (None: all found).
-      score: "train" or "eval".
+      score: "auto" (each run's protocol's: `protocol_score`), "train" or
+        "eval".
 
     Returns:
       A list of `RunRecord`, sorted by condition (in `conditions` order),
       game and seed.
     """
-    if score not in SCORE_COLUMNS:
-        raise ValueError(f"score must be one of {list(SCORE_COLUMNS)}, got {score!r}.")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}.")
     if not os.path.isdir(sweep_root):
         raise FileNotFoundError(f"Sweep root {sweep_root} does not exist.")
     records = {}
@@ -166,10 +186,11 @@ def discover_runs(sweep_root, conditions=None, score="train"):
         records = {cell: r for cell, r in records.items() if cell[0] in order}
     else:
         order = {}
-    column = SCORE_COLUMNS[score]
     ordered = sorted(records.values(), key=lambda r: (
         order.get(r.condition, 0), r.condition, r.game, r.seed))
-    return [read_run(record, column) for record in ordered]
+    for record in ordered:
+        record.score = protocol_score(record) if score == "auto" else score
+    return [read_run(record, SCORE_COLUMNS[record.score]) for record in ordered]
 
 
 # ---------------------------------------------------------------------------
@@ -336,7 +357,7 @@ class Analysis:
     settings: Dict[str, object]
 
 
-def analyze(sweep_root, conditions=None, score="train", iterations=None,
+def analyze(sweep_root, conditions=None, score="auto", iterations=None,
             final_iterations=1, baseline=None, reps=2000, confidence=0.95, seed=0,
             backend="auto", curve_backend="numpy", poi_backend="numpy"):
     """Reads a sweep and computes every table of the report.
@@ -344,7 +365,8 @@ def analyze(sweep_root, conditions=None, score="train", iterations=None,
     Args:
       sweep_root: the sweep directory.
       conditions: conditions to analyse, in display order (None: all found).
-      score: "train" (the paper's) or "eval".
+      score: "auto" (the paper's: evaluation returns for DER runs, training
+        returns for Rainbow/DQN), "train" or "eval".
       iterations: the horizon; None: the largest scheduled number of
         iterations among the runs (the largest written if none is known).
       final_iterations: iterations averaged into a run's final score.
@@ -384,6 +406,7 @@ def analyze(sweep_root, conditions=None, score="train", iterations=None,
         "condition": s.record.condition, "game": s.record.game, "seed": s.record.seed,
         "status": s.status, "iterations": s.record.iterations,
         "final_raw_score": s.final_raw, "final_human_normalized_score": s.final_hns,
+        "score_column": SCORE_COLUMNS[s.record.score],
         "run_dir": os.path.relpath(s.record.run_dir, sweep_root)} for s in scored])
     games_used, data, excluded = build_matrices(scored, conditions, games)
     backends = {"aggregates": metrics.resolve_backend(backend),
@@ -420,7 +443,12 @@ def analyze(sweep_root, conditions=None, score="train", iterations=None,
             poi_rows.append({"condition": condition, "baseline": baseline,
                              "probability": estimate.point, "lower": estimate.lower,
                              "upper": estimate.upper})
-    settings = {"sweep_root": sweep_root, "score": SCORE_COLUMNS[score],
+    used_columns = {}
+    for record in records:
+        used_columns.setdefault(SCORE_COLUMNS[record.score], []).append(record.condition)
+    settings = {"sweep_root": sweep_root, "score": score,
+                "score_columns": {column: sorted(set(names))
+                                  for column, names in used_columns.items()},
                 "final_iterations": final_iterations, "reps": reps,
                 "confidence": confidence, "seed": seed,
                 "dropped_runs": {c: d.dropped_runs for c, d in data.items()
@@ -591,8 +619,12 @@ def render_report(analysis, plots=(), label=None, title=None):
     lines += [
         "## Settings", "",
         f"- Sweep root: `{settings['sweep_root']}`",
-        f"- Score: `{settings['score']}` (mean return of the episodes that ended in "
-        "an iteration; an iteration without one carries the previous score forward)",
+        f"- Score (`--score={settings['score']}`): "
+        + "; ".join(f"`{column}` for {', '.join(names)}"
+                    for column, names in sorted(settings["score_columns"].items()))
+        + " (mean return of the training episodes that ended in an iteration, or "
+        "of the evaluation games after it; an iteration without one carries the "
+        "previous score forward)",
         f"- Horizon: {analysis.horizon} iterations; final score = mean of the last "
         f"{settings['final_iterations']} iteration(s); learning curves leave out "
         "the first iterations of a condition until every one of its runs has "
@@ -701,7 +733,10 @@ def build_parser():
     parser.add_argument("--baseline", default=None,
                         help="Condition for the probabilities of improvement "
                         "(default: the figure's, else the first condition).")
-    parser.add_argument("--score", default="train", choices=sorted(SCORE_COLUMNS))
+    parser.add_argument("--score", default="auto", choices=list(SCORES),
+                        help="auto: the paper's (evaluation returns for DER runs, "
+                        "training returns for Rainbow/DQN); train or eval: that "
+                        "column for every run.")
     parser.add_argument("--iterations", type=int, default=None,
                         help="Horizon in iterations (default: as scheduled).")
     parser.add_argument("--final_iterations", type=int, default=1,

@@ -73,7 +73,18 @@ flags.DEFINE_string("root_dir", None, "Run directory (checkpoints, logs, metrics
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("num_iterations", 200, "Iterations.")
 flags.DEFINE_integer("steps_per_iteration", 250_000, "Training agent steps per iteration.")
-flags.DEFINE_integer("eval_episodes", 0, "Evaluation episodes after each iteration.")
+flags.DEFINE_integer("eval_episodes", None,
+                     "Games played with the eps_eval-greedy policy at each evaluation; "
+                     "0 = none. Default: the protocol's reference runner: 100 for "
+                     "der (its score is their mean), 0 for dopamine (the paper "
+                     "reports training returns).")
+flags.DEFINE_enum("eval_schedule", None, list(config_lib.EVAL_SCHEDULES),
+                  "Evaluate after every iteration (the reference's runners; the "
+                  "default) or only after the final one.")
+flags.DEFINE_integer("eval_max_steps", None,
+                     "Cap on the agent steps of one evaluation; 0 = no cap (each "
+                     "game is capped at --max_episode_steps). Default: none for "
+                     "der, 125000 for dopamine.")
 flags.DEFINE_integer("diagnostics_period", 2_500, "Updates between diagnostics.")
 flags.DEFINE_list("dormant_taus", ["0", "0.025"], "Dormant-neuron thresholds.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
@@ -123,13 +134,19 @@ def experiment_config_from_flags():
         num_experts=FLAGS.num_experts, capacity_factor=FLAGS.capacity_factor,
         num_slots=FLAGS.num_slots, normalize=FLAGS.normalize, top_k=FLAGS.top_k,
         mixed_precision=FLAGS.mixed_precision)
+    protocol = FLAGS.protocol or ("der" if FLAGS.agent == "der" else "dopamine")
+    evaluation = dict(config_lib.PROTOCOL_EVALUATION[protocol])
+    for name in ("eval_episodes", "eval_schedule", "eval_max_steps"):
+        if FLAGS[name].value is not None:
+            evaluation[name] = FLAGS[name].value
+    if evaluation["eval_max_steps"] == 0:
+        evaluation["eval_max_steps"] = None
     schedule = config_lib.ScheduleConfig(
         num_iterations=FLAGS.num_iterations, steps_per_iteration=FLAGS.steps_per_iteration,
-        eval_episodes=FLAGS.eval_episodes, diagnostics_period=FLAGS.diagnostics_period,
+        diagnostics_period=FLAGS.diagnostics_period, **evaluation,
         dormant_taus=tuple(float(t) for t in FLAGS.dormant_taus),
         keep_checkpoints=FLAGS.keep_checkpoints, jit_compile=FLAGS.jit_compile,
         policy_jit_compile=FLAGS.policy_jit_compile, seed=FLAGS.seed, overlap_updates=FLAGS.overlap_updates)
-    protocol = FLAGS.protocol or ("der" if FLAGS.agent == "der" else "dopamine")
     env_overrides = {name: FLAGS[name].value for name in _ENV_FLAGS
                      if FLAGS[name].value is not None}
     if FLAGS.game == config_lib.CATCH_GAME and env_overrides:

@@ -202,3 +202,42 @@ def test_bad_arguments(sweep_root):
         analyze.analyze(sweep_root, score="eval", backend="numpy")
     with pytest.raises(FileNotFoundError):
         analyze.analyze(sweep_root + "_nope")
+
+
+def write_protocol_run(root, condition, protocol, train, evaluation):
+    """A finished 2-iteration Breakout run whose config.json names `protocol`;
+    `evaluation` holds the eval column ("" where no evaluation followed)."""
+    run_dir = os.path.join(root, condition, "Breakout", "seed_0")
+    os.makedirs(os.path.join(run_dir, "policy"))
+    with open(os.path.join(run_dir, "policy", "saved_model.pb"), "wb") as handle:
+        handle.write(b"fake")
+    with open(os.path.join(run_dir, "config.json"), "w") as handle:
+        json.dump({"protocol": protocol, "schedule": {"num_iterations": 2}}, handle)
+    with open(os.path.join(run_dir, "metrics.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["iteration", "agent_steps", "train_episode_return",
+                         "eval_episode_return"])
+        for i, (value, score) in enumerate(zip(train, evaluation)):
+            writer.writerow([i, (i + 1) * 100, value, score])
+
+
+def test_der_runs_score_on_evaluation_and_rainbow_runs_on_training(tmp_path):
+    # DER (Atari 100k) is reported on the mean of the evaluation games, the
+    # Rainbow/DQN figures on training returns: --score=auto picks per run.
+    root = str(tmp_path / "sweep")
+    write_protocol_run(root, "der_cond", "der", [raw(BREAKOUT, 0.1), raw(BREAKOUT, 0.2)],
+                       ["", raw(BREAKOUT, 0.8)])  # --eval_schedule=final
+    write_protocol_run(root, "rainbow_cond", "dopamine",
+                       [raw(BREAKOUT, 0.3), raw(BREAKOUT, 0.4)],
+                       [raw(BREAKOUT, 0.9), raw(BREAKOUT, 0.9)])
+    result = analyze.analyze(root, reps=50, backend="numpy")
+    per_run = result.per_run.set_index("condition")
+    assert per_run.loc["der_cond", "final_human_normalized_score"] == pytest.approx(0.8)
+    assert per_run.loc["rainbow_cond", "final_human_normalized_score"] == pytest.approx(
+        0.4)
+    assert result.settings["score_columns"] == {
+        "eval_episode_return": ["der_cond"], "train_episode_return": ["rainbow_cond"]}
+    forced = analyze.analyze(root, score="train", reps=50, backend="numpy")
+    assert forced.per_run.set_index("condition").loc[
+        "der_cond", "final_human_normalized_score"] == pytest.approx(0.2)
+    assert "`eval_episode_return` for der_cond" in analyze.render_report(result)

@@ -158,3 +158,57 @@ def test_game_sets():
     sets = sweep.game_sets()
     assert len(sets["atari20"]) == 20 and "AirRaid" in sets["atari20"]
     assert len(sets["atari100k"]) == 26
+
+
+@pytest.mark.parametrize("flagfile", [f for f in FLAGFILES
+                                      if sweep.condition_name(f).startswith("der_")],
+                         ids=sweep.condition_name)
+def test_der_flagfiles_evaluate_like_the_reference_runner(flagfile):
+    # labs/atari_100k DataEfficientAtariRunner: 100 full games with
+    # epsilon_eval = 0.001 after every iteration, no cap on the phase.
+    schedule = sweep.resolve_config(flagfile).schedule
+    assert (schedule.eval_episodes, schedule.eval_schedule, schedule.eval_max_steps) == (
+        100, "every_iteration", None)
+    assert sweep.resolve_config(flagfile).agent.epsilon_eval == 0.001
+
+
+def test_evaluation_defaults_follow_the_protocol_and_flags_override_them():
+    der = sweep.find_flagfile("der_nature_flatten_x1")
+    rainbow = sweep.find_flagfile("rainbow_impala_softmoe4")
+    assert sweep.resolve_config(rainbow).schedule.eval_episodes == 0
+    final = sweep.resolve_config(der, extra_flags=(
+        "--eval_schedule=final", "--eval_max_steps=5000")).schedule
+    assert (final.eval_schedule, final.eval_max_steps) == ("final", 5000)
+    assert [final.evaluates_after(i) for i in range(10)] == [False] * 9 + [True]
+    uncapped = sweep.resolve_config(rainbow, extra_flags=(
+        "--eval_episodes=3", "--eval_max_steps=0")).schedule
+    assert (uncapped.eval_episodes, uncapped.eval_max_steps) == (3, None)
+    with pytest.raises(ValueError, match="eval_schedule"):
+        sweep.resolve_config(der, extra_flags=("--eval_schedule=sometimes",))
+
+
+def test_flagfile_configs_store_the_network_the_agent_builds():
+    # config.json must describe the network built: Rainbow and DER are C51,
+    # dueling and noisy, DQN is a plain Q head.
+    for name, expected in (("rainbow_impala_softmoe4", ("c51", True, True)),
+                           ("der_nature_softmoe4", ("c51", True, True)),
+                           ("dqn_nature_softmoe4", ("dqn", False, False))):
+        network = sweep.resolve_config(sweep.find_flagfile(name)).network
+        assert (network.head, network.dueling, network.noisy) == expected, name
+
+
+def test_atari20_cites_its_source_and_only_airraid_lacks_a_human_score():
+    from tf_softmoe.metrics import atari_scores  # pylint: disable=import-outside-toplevel
+    path = os.path.join(sweep.GAME_SET_DIR, "atari20.txt")
+    with open(path) as handle:
+        text = handle.read()
+    assert "2402.08609" in text and "2410.01930" in text
+    games = sweep.game_sets()["atari20"]
+    assert len(games) == len(set(games)) == 20
+    without = []
+    for game in games:
+        try:
+            atari_scores.reference_scores(game)
+        except ValueError:
+            without.append(game)
+    assert without == ["AirRaid"]

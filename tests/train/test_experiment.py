@@ -22,7 +22,7 @@ from tf_softmoe.train import summaries
 
 
 def catch_config(num_iterations=2, steps=60, jit="false", eval_episodes=0,
-                 **agent_overrides):
+                 eval_schedule="every_iteration", **agent_overrides):
     agent_values = dict(min_replay_history=40, update_period=2, target_update_period=20,
                         epsilon_decay_steps=100, replay_capacity=1000, batch_size=8,
                         n_step=1, v_min=-1.0, v_max=1.0, num_atoms=11)
@@ -35,7 +35,8 @@ def catch_config(num_iterations=2, steps=60, jit="false", eval_episodes=0,
                                        num_experts=2, hidden_units=8),
         schedule=config_lib.ScheduleConfig(
             num_iterations=num_iterations, steps_per_iteration=steps,
-            diagnostics_period=5, jit_compile=jit, eval_episodes=eval_episodes))
+            diagnostics_period=5, jit_compile=jit, eval_episodes=eval_episodes,
+            eval_schedule=eval_schedule))
 
 
 def read_rows(root):
@@ -223,3 +224,68 @@ def test_config_json_round_trip():
     config = catch_config()
     assert config_lib.ExperimentConfig.from_json(config.to_json()) == config
     assert not config_lib.config_differences(config, config)
+
+
+def test_config_json_describes_the_network_built(finished_run, tmp_path):
+    # A Rainbow run builds a C51, dueling, noisy network whatever NetworkConfig
+    # it was given; config.json says so.
+    root, run = finished_run
+    stored = json.load(open(os.path.join(root, "config.json")))["network"]
+    assert (stored["head"], stored["dueling"], stored["noisy"]) == ("c51", True, True)
+    assert stored["num_atoms"] == 11
+    built = run.agent._q_network.config  # pylint: disable=protected-access
+    assert built == experiment.read_stored_config(root).network
+    # A config.json written before this rule (the network as passed) still
+    # reads, resolved, and resumes without a config mismatch.
+    old_root = copy_of(finished_run, tmp_path)
+    values = json.load(open(os.path.join(old_root, "config.json")))
+    values["network"].update(head="dqn", dueling=False, noisy=False)
+    with open(os.path.join(old_root, "config.json"), "w") as f:
+        json.dump(values, f)
+    assert experiment.read_stored_config(old_root).network.head == "c51"
+    experiment.Experiment(catch_config(), old_root, handle_signals=False,
+                          export_on_exit=False)
+
+
+def test_every_iteration_schedule_evaluates_each_iteration(finished_run):
+    rows = read_rows(finished_run[0])
+    assert [int(r["eval_episodes"]) for r in rows] == [2, 2]
+    assert all(r["eval_episode_length"] not in ("", None) for r in rows)
+
+
+def test_final_schedule_evaluates_once_and_a_cut_evaluation_resumes_alone(tmp_path):
+    # SIGTERM in the middle of the final evaluation: the trained iteration is
+    # kept, the evaluation is played again in full on resume (not lost, not
+    # counted twice), and a further resume plays nothing.
+    root = str(tmp_path / "run")
+    config = catch_config(eval_episodes=3, eval_schedule="final")
+    run = experiment.Experiment(config, root, export_on_exit=False)
+    act = run._eval_act  # pylint: disable=protected-access
+    calls = {"n": 0}
+
+    def act_then_signal(time_step):
+        calls["n"] += 1
+        if calls["n"] == 7:  # inside the second game (Catch games last 5 steps)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return act(time_step)
+
+    run._eval_act = act_then_signal  # pylint: disable=protected-access
+    run.run()
+    assert run.stopped_by_signal == signal.SIGTERM
+    rows = read_rows(root)
+    assert len(rows) == 1 and not rows[0].get("eval_episodes")  # none after iteration 0
+    state = json.load(open(os.path.join(run.checkpoints.checkpoints()[0], "state.json")))
+    assert (state["iteration"], state["agent_step"], state["partial"]["agent_steps"]) == (
+        1, 120, 60)
+
+    resumed = experiment.Experiment(config, root, export_on_exit=False)
+    resumed.run()
+    rows = read_rows(root)
+    assert [int(r["agent_steps"]) for r in rows] == [60, 120]
+    assert int(rows[1]["eval_episodes"]) == 3
+    assert "eval/episode_return" in event_tags(root)
+
+    again = experiment.Experiment(config, root, export_on_exit=False)
+    again._evaluate = None  # pylint: disable=protected-access  (calling it would fail)
+    again.run()
+    assert len(read_rows(root)) == 2

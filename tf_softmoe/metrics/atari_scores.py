@@ -27,6 +27,9 @@ _DATA_FILE = "atari_human_random.csv"
 
 # Games of Dopamine's 60-game list that the 57-game table leaves out: there
 # is no standard human score for them, so they get their own error message.
+# The reference has none either (dopamine/labs/atari_100k/normalization_utils.py
+# raises KeyError for them); AirRaid, one of the paper's 20 games, is therefore
+# reported by its raw score and left out of human-normalised aggregates.
 _GAMES_WITHOUT_HUMAN_SCORE = ("AirRaid", "Carnival", "ElevatorAction",
                               "JourneyEscape", "Pooyan")
 

@@ -3,13 +3,31 @@ network and schedule. Stored as `config.json` beside the checkpoints."""
 
 import dataclasses
 import json
+import typing
 
 from tf_softmoe.agents.config import AgentConfig
+from tf_softmoe.agents.factory import network_config_for
 from tf_softmoe.envs.atari import resolve_game_name
 from tf_softmoe.networks.config import NetworkConfig
 
 CATCH_GAME = "catch"
 PROTOCOLS = ("dopamine", "der")
+EVAL_SCHEDULES = ("every_iteration", "final")
+
+# The evaluation each protocol's reference runner does (dopamine-rl 4.1.2).
+# "der": `DataEfficientAtariRunner` (labs/atari_100k, used by
+# labs/moes/atari_100k_train.py) plays `num_eval_episodes=100` full games with
+# ε_eval after every iteration, one game per environment, each capped only by
+# `max_steps_per_episode` (27 000 agent steps, the environment's own cap), and
+# reports their mean return. "dopamine": the paper reports training returns,
+# so no evaluation is played (Dopamine's `Runner` would spend 125 000 agent
+# steps per iteration on one that nobody reads).
+PROTOCOL_EVALUATION = {
+    "dopamine": {"eval_episodes": 0, "eval_schedule": "every_iteration",
+                 "eval_max_steps": 125_000},
+    "der": {"eval_episodes": 100, "eval_schedule": "every_iteration",
+            "eval_max_steps": None},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,9 +37,17 @@ class ScheduleConfig:
     Attributes:
       num_iterations: iterations (200 in the paper; 10 for Atari 100k DER).
       steps_per_iteration: training agent steps per iteration (250 000).
-      eval_episodes: greedy (ε_eval) episodes after each iteration; 0 = none,
-        as in the paper, which reports the training-episode returns.
-      eval_max_steps: cap on agent steps of that evaluation phase.
+      eval_episodes: full games played with the ε_eval-greedy policy at each
+        evaluation; 0 = no evaluation (the paper's Rainbow/DQN figures report
+        training returns; the DER figures report the mean of 100 evaluation
+        games, `PROTOCOL_EVALUATION`).
+      eval_schedule: when to evaluate: "every_iteration" (after each
+        iteration, as the reference's runners do) or "final" (only after the
+        last scheduled iteration: the run's score for a tenth of the cost in
+        a 10-iteration DER run).
+      eval_max_steps: cap on the agent steps of one evaluation in total, or
+        None for no cap (each game is still capped by the environment's
+        `max_episode_steps`); games unfinished at the cap are not counted.
       diagnostics_period: updates between diagnostic summaries (dormant
         neurons, srank, expert usage, ...); they are also taken at the end of
         every iteration.
@@ -43,7 +69,8 @@ class ScheduleConfig:
     num_iterations: int = 200
     steps_per_iteration: int = 250_000
     eval_episodes: int = 0
-    eval_max_steps: int = 125_000
+    eval_schedule: str = "every_iteration"
+    eval_max_steps: typing.Optional[int] = 125_000
     diagnostics_period: int = 2_500
     dormant_taus: tuple = (0.0, 0.025)
     keep_checkpoints: int = 2
@@ -52,13 +79,30 @@ class ScheduleConfig:
     seed: int = 0
     overlap_updates: bool = False
 
+    def evaluates_after(self, iteration):
+        """Whether an evaluation follows iteration `iteration` (0-based)."""
+        if not self.eval_episodes:
+            return False
+        return (self.eval_schedule == "every_iteration"
+                or iteration == self.num_iterations - 1)
+
     def __post_init__(self):
         object.__setattr__(self, "dormant_taus", tuple(float(t) for t in self.dormant_taus))
         for name in ("num_iterations", "steps_per_iteration", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-        for name in ("eval_episodes", "eval_max_steps", "diagnostics_period", "seed"):
+        if self.eval_schedule not in EVAL_SCHEDULES:
+            raise ValueError(
+                f"eval_schedule={self.eval_schedule!r} is not valid; choose one of "
+                f"{list(EVAL_SCHEDULES)}.")
+        if self.eval_max_steps is not None and (
+                isinstance(self.eval_max_steps, bool)
+                or not isinstance(self.eval_max_steps, int) or self.eval_max_steps < 1):
+            raise ValueError(
+                "eval_max_steps must be None (no cap) or an integer >= 1, got "
+                f"{self.eval_max_steps!r}.")
+        for name in ("eval_episodes", "diagnostics_period", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
@@ -85,7 +129,11 @@ class ExperimentConfig:
         "der" (no sticky actions, life-loss terminal) — SPEC §5.
       env_overrides: AtariConfig fields to change from the protocol preset
         (e.g. {"noop_max": 30}).
-      agent, network, schedule: the three configs.
+      agent, network, schedule: the three configs. `network` is stored as
+        the agent builds it: the head, atoms, dueling and noise fields are
+        set from `agent` (`agents.network_config_for`), so a Rainbow run's
+        config says c51, dueling and noisy whatever was passed, and a
+        config.json written before this rule reads back resolved.
     """
 
     game: str = "Pong"
@@ -102,6 +150,7 @@ class ExperimentConfig:
         if self.game != CATCH_GAME:
             # Fails early, listing the closest names, for an unknown game.
             object.__setattr__(self, "game", resolve_game_name(self.game))
+        object.__setattr__(self, "network", network_config_for(self.agent, self.network))
 
     def to_dict(self):
         return {
@@ -139,7 +188,7 @@ def _tuples(values):
 # Fields that may change between a run and its resumption without changing
 # what is being trained.
 RESUMABLE_CHANGES = ("schedule.num_iterations", "schedule.eval_episodes",
-                     "schedule.eval_max_steps", "schedule.diagnostics_period",
+                     "schedule.eval_schedule", "schedule.eval_max_steps", "schedule.diagnostics_period",
                      "schedule.keep_checkpoints", "schedule.jit_compile",
                      "schedule.policy_jit_compile", "schedule.dormant_taus")
 

@@ -3,10 +3,12 @@ schedule, write TensorBoard summaries, metrics.csv and checkpoints, resume.
 
 What a run writes under `root_dir`:
 
-    config.json          the ExperimentConfig (resuming checks it)
+    config.json          the ExperimentConfig (resuming checks it); its
+                         network section is the network as built
     tensorboard/         event files: train/, eval/, diagnostics, experts,
                          a custom-scalars layout and the HParams of the run
-    metrics.csv          one row per finished iteration
+    metrics.csv          one row per finished iteration; eval_* columns
+                         in the rows followed by an evaluation
     checkpoints/         atomic, rotating checkpoints (see checkpoints.py)
     policy/              the final greedy policy (TF-Agents PolicySaver)
     q_network.keras      the final Q-network as a Keras model
@@ -39,6 +41,8 @@ from tf_softmoe.train import summaries
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
+# The evaluation environment's seeds: run seed + this + iteration.
+EVAL_SEED_OFFSET = 10_000
 
 
 class ConfigMismatchError(ValueError):
@@ -110,7 +114,7 @@ class Experiment:
         np.random.seed(seed)
         tf.random.set_seed(seed)
         self.env = make_environment(config, seed)
-        self.eval_env = (make_environment(config, seed + 10_000)
+        self.eval_env = (make_environment(config, seed + EVAL_SEED_OFFSET)
                          if schedule.eval_episodes else None)
         self.agent = agents_lib.make_agent(
             config.agent, config.network, self.env.time_step_spec(),
@@ -245,7 +249,17 @@ class Experiment:
                 if self._stop_signal is not None:
                     self.save_checkpoint()
                     return row
-                row = self._finish_iteration(stats)
+                evaluation = None
+                if schedule.evaluates_after(self.iteration):
+                    if remaining > 0:
+                        # The iteration's training is kept even if the
+                        # evaluation (100 games for DER) is cut short: a
+                        # resumed run then plays only the evaluation.
+                        self.save_checkpoint()
+                    evaluation = self._evaluate()
+                    if evaluation is None:  # stopped: resumes at this evaluation
+                        return row
+                row = self._finish_iteration(stats, evaluation)
                 self.iteration += 1
                 self.partial = None
                 self.save_checkpoint()
@@ -257,7 +271,25 @@ class Experiment:
             self.export()
         return row
 
-    def _finish_iteration(self, stats):
+    def _evaluate(self):
+        """Plays the evaluation games after the current iteration; returns
+        (returns, lengths), or None when a signal cut it short."""
+        schedule = self.config.schedule
+        # Seeded per iteration: the evaluation after iteration i plays the
+        # same games whether or not the run was resumed before it.
+        self.eval_env.seed(schedule.seed + EVAL_SEED_OFFSET + self.iteration)
+        returns, lengths = loop.evaluate(
+            self.eval_env, self._eval_act, schedule.eval_episodes,
+            max_steps=schedule.eval_max_steps,
+            should_stop=lambda: self._stop_signal is not None)
+        if self._stop_signal is not None:
+            logging.warning("Evaluation after iteration %d stopped after %d of %d "
+                            "games; it is played again in full on resume.",
+                            self.iteration, len(returns), schedule.eval_episodes)
+            return None
+        return returns, lengths
+
+    def _finish_iteration(self, stats, evaluation=None):
         schedule = self.config.schedule
         if self.replay.can_sample(self.config.agent.batch_size) and (
                 self.agent.agent_step.numpy() >= self.config.agent.min_replay_history):
@@ -273,10 +305,8 @@ class Experiment:
             self.config.game, summary["episode_return"])
         row["replay_size"] = len(self.replay)
         row.update(_flatten_diagnostics(stats.diagnostics))
-        if schedule.eval_episodes:
-            returns, lengths = loop.evaluate(
-                self.eval_env, self._eval_act,
-                schedule.eval_episodes, max_steps=schedule.eval_max_steps)
+        if evaluation is not None:
+            returns, lengths = evaluation
             mean_return = float(np.mean(returns)) if returns else float("nan")
             row["eval_episode_return"] = mean_return
             row["eval_episode_length"] = float(np.mean(lengths)) if lengths else float("nan")
@@ -300,7 +330,9 @@ class Experiment:
             f"{row['agent_steps']} agent steps | {rate:.0f} steps/s | "
             f"return {row['train_episode_return']:.2f} "
             f"({row['train_episodes']} episodes) | loss {row['train_loss']:.4g} | "
-            f"ETA {_format_seconds(eta)}")
+            + (f"eval return {row['eval_episode_return']:.2f} "
+               f"({row['eval_episodes']} games) | " if "eval_episode_return" in row else "")
+            + f"ETA {_format_seconds(eta)}")
         logging.info(message)
         print(message, flush=True)
 

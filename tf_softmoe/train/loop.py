@@ -335,7 +335,7 @@ class Trainer:
 
 
 def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
-             jit_compile=False):
+             jit_compile=False, should_stop=None):
     """Plays up to `num_episodes` full episodes (games) and returns their RAW
     returns and lengths (lists).
 
@@ -348,6 +348,8 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
         (e.g. to record video frames).
       jit_compile: compile a TF-Agents policy with XLA (see
         `learner.resolve_policy_jit_compile`).
+      should_stop: optional callable checked before every step; when it
+        returns True the games finished so far are returned.
     """
     act = (CompiledPolicy(policy, jit_compile=jit_compile).action
            if hasattr(policy, "time_step_spec") else policy)
@@ -358,6 +360,8 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
     episode_return, episode_length = 0.0, 0
     while len(returns) < num_episodes:
         if max_steps is not None and steps >= max_steps:
+            break
+        if should_stop is not None and should_stop():
             break
         time_step = env.step(np.asarray(act(time_step), dtype=action_dtype))
         steps += 1
