@@ -125,12 +125,11 @@ def flatten_params(params):
         raise TypeError(
             f"params must be a mapping (a Flax parameter tree), got "
             f"{type(params).__name__}.")
-    if "params" in params and isinstance(params["params"], Mapping):
-        rest = {k: v for k, v in params.items() if k != "params"}
-        flat = _flatten(params["params"], "")
-        flat.update(_flatten(rest, ""))
-        return flat
-    return _flatten(params, "")
+    flat = _flatten(params, "")
+    if any(path.startswith("params/") for path in flat):
+        flat = {path[len("params/"):] if path.startswith("params/") else path: value
+                for path, value in flat.items()}
+    return flat
 
 
 def _flatten(tree, prefix):
@@ -457,3 +456,29 @@ def reference_outputs(q_network, observations, support=None) -> Dict[str, np.nda
     probabilities = tf.nn.softmax(output, axis=-1).numpy()
     return {"logits": output, "probabilities": probabilities,
             "q_values": (probabilities * np.asarray(support, np.float32)).sum(-1)}
+
+
+def greedy_policy(q_network, v_max=10.0):
+    """The reference's greedy policy over a loaded `QNetwork`, as a TF-Agents
+    policy ready for `PolicySaver`.
+
+    DQN head: argmax of the Q-values (`QPolicy`). C51 head: argmax of
+    Σ support·softmax(logits) over the support linspace(−v_max, v_max, atoms)
+    (`CategoricalQPolicy`; the reference agents' `vmax` is 10).
+    """
+    # Imported here: TF-Agents' policies pull in tensorflow_probability.
+    from tf_agents.policies import categorical_q_policy  # pylint: disable=g-import-not-at-top
+    from tf_agents.policies import greedy_policy as greedy_lib  # pylint: disable=g-import-not-at-top
+    from tf_agents.policies import q_policy  # pylint: disable=g-import-not-at-top
+    from tf_agents.trajectories import time_step as ts  # pylint: disable=g-import-not-at-top
+
+    time_step_spec = ts.time_step_spec(q_network.input_tensor_spec)
+    action_spec = tensor_spec.BoundedTensorSpec(
+        (), tf.int64, minimum=0, maximum=q_network.num_actions - 1, name="action")
+    if q_network.config.head == "c51":
+        policy = categorical_q_policy.CategoricalQPolicy(
+            time_step_spec, action_spec, q_network, min_q_value=-float(v_max),
+            max_q_value=float(v_max))
+    else:
+        policy = q_policy.QPolicy(time_step_spec, action_spec, q_network)
+    return greedy_lib.GreedyPolicy(policy)
