@@ -284,3 +284,49 @@ def test_loaded_network_gives_the_reference_outputs(case, reference_runs):
         lines.append(f"{field}: max abs {abs_diff:.2e}, rel {rel_diff:.2e}")
         assert rel_diff < 2e-5, f"{case['name']} {field}: {lines[-1]}"
     print(f"{case['name']}: " + "; ".join(lines))
+
+
+_CHECKPOINT_SCRIPT = """
+import gin
+import jax
+import jax.numpy as jnp
+from dopamine.discrete_domains import checkpointer
+from dopamine.labs.moes.agents import dqn_moe_agent
+from dopamine.labs.moes.architectures import networks
+
+gin.bind_parameter("JaxDQNAgent.network", networks.NatureDQNMoE)
+gin.bind_parameter("NatureDQNMoE.expert_hidden_units", int(inputs["hidden"]))
+gin.bind_parameter("NatureDQNMoE.num_experts", 2)
+gin.bind_parameter("ReplayBuffer.max_capacity", 1000)
+gin.bind_parameter("ReplayBuffer.batch_size", 32)
+agent = dqn_moe_agent.DQNMoEAgent(num_actions=int(inputs["num_actions"]))
+directory = str(inputs["directory"])
+bundle = agent.bundle_and_checkpoint(directory, 0)
+bundle["current_iteration"] = 0
+checkpointer.Checkpointer(directory, "ckpt").save_checkpoint(0, bundle)
+key = jax.random.PRNGKey(0)
+outputs["q_values"] = jax.vmap(lambda o: agent.network_def.apply(
+    agent.online_params, o, key=key).q_values)(jnp.asarray(inputs["observations"]))
+"""
+
+
+def test_a_checkpoint_written_by_the_official_agent_loads(reference, tmp_path):
+    """The official DQNMoEAgent's own `bundle_and_checkpoint`, written by
+    Dopamine's `Checkpointer` (a pickle of JAX arrays and Optax states), is
+    read here without JAX and gives the agent's Q-values."""
+    observations = np.random.default_rng(2).integers(0, 256, (BATCH, 84, 84, 4),
+                                                     dtype=np.uint8)
+    out = reference(_CHECKPOINT_SCRIPT, directory=np.array(str(tmp_path)),
+                    observations=observations, hidden=np.array(HIDDEN),
+                    num_actions=np.array(NUM_ACTIONS))
+    config = NetworkConfig(encoder="nature", penultimate="softmoe", num_experts=2,
+                           hidden_units=HIDDEN)
+    bundle = dopamine.read_dopamine_checkpoint(str(tmp_path / "ckpt.0"))
+    assert {"online_params", "target_params", "optimizer_state"} <= set(bundle)
+    network, report = dopamine.q_network_from_flax(bundle["online_params"], config,
+                                                   NUM_ACTIONS)
+    assert report.complete, str(report)
+    ours = dopamine.reference_outputs(network, observations)["q_values"]
+    abs_diff, rel_diff = _differences(ours, out["q_values"])
+    print(f"official checkpoint: q_values: max abs {abs_diff:.2e}, rel {rel_diff:.2e}")
+    assert rel_diff < 2e-5
