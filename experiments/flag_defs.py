@@ -86,6 +86,17 @@ flags.DEFINE_integer("eval_max_steps", None,
                      "game is capped at --max_episode_steps). Default: none for "
                      "der, 125000 for dopamine.")
 flags.DEFINE_integer("diagnostics_period", 2_500, "Updates between diagnostics.")
+flags.DEFINE_integer("summary_period", 500,
+                     "Agent steps between the TensorBoard training scalars within "
+                     "an iteration (loss, TD error, steps/s, episode returns); "
+                     "0 = per iteration only. 500 = the reference's "
+                     "summary_writing_frequency.")
+flags.DEFINE_float("progress_seconds", 30.0,
+                   "Seconds between progress lines within an iteration (steps, "
+                   "steps/s, updates, episodes, ETA); 0 = none by time.")
+flags.DEFINE_integer("progress_steps", 0,
+                     "Agent steps between progress lines within an iteration, in "
+                     "addition to --progress_seconds; 0 = none by steps.")
 flags.DEFINE_list("dormant_taus", ["0", "0.025"], "Dormant-neuron thresholds.")
 flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
@@ -143,7 +154,9 @@ def experiment_config_from_flags():
         evaluation["eval_max_steps"] = None
     schedule = config_lib.ScheduleConfig(
         num_iterations=FLAGS.num_iterations, steps_per_iteration=FLAGS.steps_per_iteration,
-        diagnostics_period=FLAGS.diagnostics_period, **evaluation,
+        diagnostics_period=FLAGS.diagnostics_period, summary_period=FLAGS.summary_period,
+        progress_seconds=FLAGS.progress_seconds, progress_steps=FLAGS.progress_steps,
+        **evaluation,
         dormant_taus=tuple(float(t) for t in FLAGS.dormant_taus),
         keep_checkpoints=FLAGS.keep_checkpoints, jit_compile=FLAGS.jit_compile,
         policy_jit_compile=FLAGS.policy_jit_compile, seed=FLAGS.seed, overlap_updates=FLAGS.overlap_updates)

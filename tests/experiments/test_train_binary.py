@@ -55,10 +55,17 @@ def newest_state(root):
 
 def test_smoke_run_on_pong_writes_everything_and_the_policy_loads(tmp_path):
     root = str(tmp_path / "pong")
-    result = run([TRAIN, *TINY, "--num_iterations=2", f"--root_dir={root}"])
+    result = run([TRAIN, *TINY, "--num_iterations=2", f"--root_dir={root}",
+                  "--progress_steps=100", "--summary_period=50"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tensorboard --logdir" in result.stdout
-    assert "iteration 2/2" in result.stdout
+    assert "iteration 2/2 | 300 agent steps" in result.stdout
+    # The progress line inside each iteration (--progress_steps=100).
+    assert re.search(r"\[Pong\] iteration 1/2 progress: 100/150 steps \(67%\) \| "
+                     r"\d+ steps/s \| \d+ updates \| \d+ episodes, .* \| "
+                     r"ETA iteration \d+h\d\dm\d\ds, run \d+h\d\dm\d\ds",
+                     result.stdout), result.stdout
+    assert "iteration 2/2 progress: 50/150 steps" in result.stdout
     table = rows(root)
     assert [int(r["iteration"]) for r in table] == [0, 1]
     assert int(table[-1]["agent_steps"]) == 300
@@ -68,7 +75,12 @@ def test_smoke_run_on_pong_writes_everything_and_the_policy_loads(tmp_path):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {"train/loss", "train/q_mean", "diagnostics/srank", "experts/gate_0",
-            "perf/agent_steps_per_second"} <= tags
+            "perf/agent_steps_per_second", "updates/loss",
+            "perf/recent_agent_steps_per_second"} <= tags
+    with open(os.path.join(root, "config.json")) as f:
+        schedule = json.load(f)["schedule"]
+    assert (schedule["progress_steps"], schedule["summary_period"],
+            schedule["progress_seconds"]) == (100, 50, 30.0)
     assert glob.glob(os.path.join(root, "checkpoints", "ckpt-*", "state.json"))
     policy = tf.saved_model.load(os.path.join(root, "policy"))
     assert hasattr(policy, "action")

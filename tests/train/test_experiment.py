@@ -171,7 +171,7 @@ def test_signal_checkpoints_mid_iteration_and_resume_finishes_it(tmp_path):
                                 export_on_exit=False)
     original = run.trainer.run
 
-    def run_then_signal(num_steps, stats=None, should_stop=None):
+    def run_then_signal(num_steps, stats=None, should_stop=None, monitor=None):
         calls = {"n": 0}
 
         def stop_after_25():
@@ -179,7 +179,8 @@ def test_signal_checkpoints_mid_iteration_and_resume_finishes_it(tmp_path):
             if calls["n"] == 25:
                 os.kill(os.getpid(), signal.SIGTERM)
             return should_stop()
-        return original(num_steps, stats=stats, should_stop=stop_after_25)
+        return original(num_steps, stats=stats, should_stop=stop_after_25,
+                        monitor=monitor)
 
     run.trainer.run = run_then_signal
     run.run()

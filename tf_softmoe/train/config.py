@@ -3,6 +3,7 @@ network and schedule. Stored as `config.json` beside the checkpoints."""
 
 import dataclasses
 import json
+import math
 import typing
 
 from tf_softmoe.agents.config import AgentConfig
@@ -49,8 +50,21 @@ class ScheduleConfig:
         None for no cap (each game is still capped by the environment's
         `max_episode_steps`); games unfinished at the cap are not counted.
       diagnostics_period: updates between diagnostic summaries (dormant
-        neurons, srank, expert usage, ...); they are also taken at the end of
-        every iteration.
+        neurons, srank, Q statistics, expert usage, ...), written to
+        TensorBoard at the agent step they are taken; they are also taken at
+        the end of every iteration. 0 = only at the end of an iteration.
+      summary_period: agent steps between the training scalars written to
+        TensorBoard within an iteration (loss and TD-error statistics
+        averaged over the updates since the previous write, recent agent
+        steps/s, and the returns of the episodes finished since); 0 = only
+        the per-iteration scalars. 500 is the reference's
+        `summary_writing_frequency` (its agents count agent steps): with
+        `update_period` 4 a point per 125 updates, for DER a point per 500.
+      progress_seconds: seconds between progress lines within an iteration
+        (steps done, steps/s, updates, episodes, last return, ETA of the
+        iteration and of the run); 0 = none by time.
+      progress_steps: agent steps between progress lines within an
+        iteration, in addition to `progress_seconds`; 0 = none by steps.
       dormant_taus: τ thresholds of the dormant-neuron fractions.
       keep_checkpoints: how many checkpoints to keep.
       jit_compile: "auto" (XLA on GPU/TPU, on CPU chosen per network; see
@@ -72,6 +86,9 @@ class ScheduleConfig:
     eval_schedule: str = "every_iteration"
     eval_max_steps: typing.Optional[int] = 125_000
     diagnostics_period: int = 2_500
+    summary_period: int = 500
+    progress_seconds: float = 30.0
+    progress_steps: int = 0
     dormant_taus: tuple = (0.0, 0.025)
     keep_checkpoints: int = 2
     jit_compile: str = "auto"
@@ -102,10 +119,18 @@ class ScheduleConfig:
             raise ValueError(
                 "eval_max_steps must be None (no cap) or an integer >= 1, got "
                 f"{self.eval_max_steps!r}.")
-        for name in ("eval_episodes", "diagnostics_period", "seed"):
+        for name in ("eval_episodes", "diagnostics_period", "summary_period",
+                     "progress_steps", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        if (isinstance(self.progress_seconds, bool)
+                or not isinstance(self.progress_seconds, (int, float))
+                or not math.isfinite(self.progress_seconds) or self.progress_seconds < 0):
+            raise ValueError(
+                "progress_seconds must be a finite number >= 0 (0: no progress lines "
+                f"by time), got {self.progress_seconds!r}.")
+        object.__setattr__(self, "progress_seconds", float(self.progress_seconds))
         if not isinstance(self.overlap_updates, bool):
             raise ValueError(
                 f"overlap_updates must be True or False, got {self.overlap_updates!r}.")
@@ -190,7 +215,9 @@ def _tuples(values):
 RESUMABLE_CHANGES = ("schedule.num_iterations", "schedule.eval_episodes",
                      "schedule.eval_schedule", "schedule.eval_max_steps", "schedule.diagnostics_period",
                      "schedule.keep_checkpoints", "schedule.jit_compile",
-                     "schedule.policy_jit_compile", "schedule.dormant_taus")
+                     "schedule.policy_jit_compile", "schedule.dormant_taus",
+                     "schedule.summary_period", "schedule.progress_seconds",
+                     "schedule.progress_steps")
 
 
 def config_differences(stored, current, ignore=RESUMABLE_CHANGES):

@@ -5,8 +5,10 @@ What a run writes under `root_dir`:
 
     config.json          the ExperimentConfig (resuming checks it); its
                          network section is the network as built
-    tensorboard/         event files: train/, eval/, diagnostics, experts,
-                         a custom-scalars layout and the HParams of the run
+    tensorboard/         event files: train/, eval/, diagnostics, experts
+                         per iteration; updates/, episodes/ and diagnostics
+                         within it (summaries.py); a custom-scalars layout
+                         and the HParams of the run
     metrics.csv          one row per finished iteration; eval_* columns
                          in the rows followed by an evaluation
     checkpoints/         atomic, rotating checkpoints (see checkpoints.py)
@@ -37,6 +39,7 @@ from tf_softmoe.train import checkpoints as checkpoints_lib
 from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import learner as learner_lib
 from tf_softmoe.train import loop
+from tf_softmoe.train import progress
 from tf_softmoe.train import summaries
 
 CONFIG_FILE = "config.json"
@@ -89,6 +92,12 @@ class Experiment:
     that differs from the stored one raises `ConfigMismatchError` (naming the
     fields) unless `allow_config_change`. Schedule fields that do not change
     what is trained (e.g. num_iterations) may always change.
+
+    While an iteration runs, a progress line is printed every
+    `schedule.progress_seconds` (and/or `progress_steps` agent steps) and the
+    training scalars go to TensorBoard every `schedule.summary_period`
+    agent steps (`progress.IterationMonitor`); the per-iteration line and
+    metrics.csv row come at the end of each iteration.
 
     Args:
       config: an `ExperimentConfig`.
@@ -147,6 +156,12 @@ class Experiment:
             train_step=self.agent.train_step_counter)
         self.summaries = summaries.SummaryWriter(
             os.path.join(root_dir, "tensorboard"), config)
+        self.monitor = progress.IterationMonitor(
+            config.game, schedule.num_iterations, schedule.steps_per_iteration,
+            summary_period=schedule.summary_period,
+            progress_seconds=schedule.progress_seconds,
+            progress_steps=schedule.progress_steps, writer=self.summaries,
+            updates=lambda: int(self.agent.train_step_counter.numpy()))
         self.iteration = 0
         self.partial = None
 
@@ -244,8 +259,10 @@ class Experiment:
                 stats = self.partial or loop.PhaseStats()
                 remaining = schedule.steps_per_iteration - stats.agent_steps
                 self.partial = stats
+                self.monitor.begin(self.iteration, self.trainer.agent_step, stats)
                 self.trainer.run(remaining, stats=stats,
-                                 should_stop=lambda: self._stop_signal is not None)
+                                 should_stop=lambda: self._stop_signal is not None,
+                                 monitor=self.monitor)
                 if self._stop_signal is not None:
                     self.save_checkpoint()
                     return row
@@ -265,6 +282,7 @@ class Experiment:
                 self.save_checkpoint()
         finally:
             self.trainer.close()
+            self.summaries.flush()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         if self.export_on_exit:
@@ -304,7 +322,7 @@ class Experiment:
         row["train_human_normalized_score"] = human_normalized(
             self.config.game, summary["episode_return"])
         row["replay_size"] = len(self.replay)
-        row.update(_flatten_diagnostics(stats.diagnostics))
+        row.update(summaries.flatten_diagnostics(stats.diagnostics))
         if evaluation is not None:
             returns, lengths = evaluation
             mean_return = float(np.mean(returns)) if returns else float("nan")
@@ -332,7 +350,7 @@ class Experiment:
             f"({row['train_episodes']} episodes) | loss {row['train_loss']:.4g} | "
             + (f"eval return {row['eval_episode_return']:.2f} "
                f"({row['eval_episodes']} games) | " if "eval_episode_return" in row else "")
-            + f"ETA {_format_seconds(eta)}")
+            + f"ETA {progress.format_seconds(eta)}")
         logging.info(message)
         print(message, flush=True)
 
@@ -344,25 +362,6 @@ class Experiment:
         saver.save(os.path.join(self.root_dir, "policy"))
         model = self.agent._q_network.as_keras_model()  # pylint: disable=protected-access
         model.save(os.path.join(self.root_dir, "q_network.keras"))
-
-
-def _format_seconds(seconds):
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
-def _flatten_diagnostics(diagnostics):
-    out = {}
-    for key, value in (diagnostics or {}).items():
-        array = np.asarray(value)
-        if array.ndim == 0:
-            out[key] = float(array)
-        else:
-            for i, item in enumerate(array.reshape(-1)):
-                out[f"{key}_{i}"] = float(item)
-    return out
 
 
 def _read_metrics(path):

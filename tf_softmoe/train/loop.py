@@ -89,6 +89,7 @@ class PhaseStats:
     updates: int = 0
     episode_returns: List[float] = dataclasses.field(default_factory=list)
     episode_lengths: List[int] = dataclasses.field(default_factory=list)
+    episode_end_steps: List[int] = dataclasses.field(default_factory=list)
     losses: List[float] = dataclasses.field(default_factory=list)
     td_error_means: List[float] = dataclasses.field(default_factory=list)
     td_error_vars: List[float] = dataclasses.field(default_factory=list)
@@ -202,6 +203,7 @@ class Trainer:
         self._time_step = None
         self._episode_return = 0.0
         self._episode_length = 0
+        self._monitor = None
 
     @property
     def agent_step(self):
@@ -273,6 +275,8 @@ class Trainer:
         stats.td_error_vars.append(float(out["td_error_var"]))
         if self.diagnostics_period and stats.updates % self.diagnostics_period == 0:
             stats.diagnostics = self.learner.diagnostics(batch, self.dormant_taus)
+            if self._monitor is not None:
+                self._monitor.diagnostics(stats.diagnostics, self.agent_step)
 
     def forget_episode(self):
         """Drops the episode in progress (after a restore: the environment
@@ -281,7 +285,7 @@ class Trainer:
         self._episode_return, self._episode_length = 0.0, 0
         self.replay.truncate_open_episode()
 
-    def run(self, num_steps, stats=None, should_stop=None):
+    def run(self, num_steps, stats=None, should_stop=None, monitor=None):
         """Runs up to `num_steps` agent steps.
 
         Args:
@@ -289,18 +293,36 @@ class Trainer:
           stats: a `PhaseStats` to continue (e.g. a resumed iteration).
           should_stop: optional callable checked after every agent step; when
             it returns True the phase ends early (e.g. on SIGTERM).
+          monitor: optional `progress.IterationMonitor` (`begin` already
+            called): after each agent step (and its update) the step and the
+            clock are compared with the monitor's next due point, and only
+            when one is reached is `monitor.update` called; diagnostics
+            taken during the phase are passed to it too.
 
         Returns:
           The `PhaseStats`.
         """
         stats = stats if stats is not None else PhaseStats()
         start = time.perf_counter()
-        cfg = self.config
         action_dtype = self.env.action_spec().dtype
         if self.overlap_updates:
             # The online network may have been restored from a checkpoint
             # since the last phase.
             self._sync_acting_network()
+        self._monitor = monitor
+        clock = monitor.clock if monitor is not None else None
+        try:
+            self._run_steps(num_steps, stats, should_stop, monitor, clock, action_dtype)
+            # A phase ends with every update done and recorded (checkpoints,
+            # evaluation and summaries see the state the serial loop would).
+            self.finish_update(stats)
+        finally:
+            self._monitor = None
+        stats.seconds += time.perf_counter() - start
+        return stats
+
+    def _run_steps(self, num_steps, stats, should_stop, monitor, clock, action_dtype):
+        cfg = self.config
         for _ in range(num_steps):
             if should_stop is not None and should_stop():
                 break
@@ -324,14 +346,13 @@ class Trainer:
             if ended:
                 stats.episode_returns.append(float(episode_return))
                 stats.episode_lengths.append(int(episode_length))
+                stats.episode_end_steps.append(step)
             self._time_step = next_step
             if step >= cfg.min_replay_history and step % cfg.update_period == 0:
                 self.learn(stats)
-        # A phase ends with every update done and recorded (checkpoints,
-        # evaluation and summaries see the state the serial loop would).
-        self.finish_update(stats)
-        stats.seconds += time.perf_counter() - start
-        return stats
+            if monitor is not None and (step >= monitor.next_step
+                                        or clock() >= monitor.next_time):
+                monitor.update(step, stats)
 
 
 def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,

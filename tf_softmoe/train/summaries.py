@@ -1,5 +1,14 @@
-"""TensorBoard output of a run: scalars per iteration, a custom-scalars
-layout that groups them, and the run's hyper-parameters for HParams.
+"""TensorBoard output of a run: scalars per iteration, scalars within an
+iteration (`IterationMonitor`, every `summary_period` agent steps, and the
+diagnostics every `diagnostics_period` updates), a custom-scalars layout that
+groups them, and the run's hyper-parameters for HParams.
+
+Tags within an iteration: `updates/loss`, `updates/td_error_mean`,
+`updates/td_error_var` (means over the updates since the previous point),
+`perf/recent_agent_steps_per_second`, `episodes/return` and
+`episodes/length` (one point per episode, at the agent step it ended), and
+the diagnostics under their per-iteration tags (`train/q_mean`,
+`diagnostics/srank`, ...: a measurement at one step either way).
 
 Everything is written here, in eager mode, from values the compiled train and
 diagnostics steps returned: summaries inside `jit_compile=True` would fail.
@@ -7,6 +16,7 @@ diagnostics steps returned: summaries inside `jit_compile=True` would fail.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
@@ -39,19 +49,20 @@ _TAGS = (
 )
 
 LAYOUT = (
-    ("Returns", [("Episode return (raw)", r"(train|eval)/episode_return"),
+    ("Returns", [("Episode return (raw)",
+                  r"(train|eval)/episode_return|episodes/return"),
                  ("Human-normalised score", r"(train|eval)/human_normalized_score"),
-                 ("Episode length", r"(train|eval)/episode_length")]),
-    ("Learning", [("Loss", r"train/loss"),
+                 ("Episode length", r"(train|eval)/episode_length|episodes/length")]),
+    ("Learning", [("Loss", r"(train|updates)/loss"),
                   ("Q-values", r"train/q_(mean|std)"),
-                  ("TD error", r"train/td_error_(mean|var)")]),
+                  ("TD error", r"(train|updates)/td_error_(mean|var)")]),
     ("Network health", [("Dormant neurons (%)", r"diagnostics/dormant_percent_tau_.*"),
                         ("Feature rank (srank)", r"diagnostics/srank"),
                         ("Parameter norm", r"diagnostics/parameter_norm")]),
     ("Experts", [("Gate per expert", r"experts/gate_\d+"),
                  ("Tokens per expert", r"experts/tokens_per_expert_\d+"),
                  ("Router", r"router/.*")]),
-    ("Throughput", [("Agent steps/s", r"perf/agent_steps_per_second"),
+    ("Throughput", [("Agent steps/s", r"perf/(recent_)?agent_steps_per_second"),
                     ("Replay size", r"perf/replay_size")]),
 )
 
@@ -62,6 +73,20 @@ def tag_for(column):
         if column == prefix or (prefix.endswith("_") and column.startswith(prefix)):
             return tag + column[len(prefix):]
     return None
+
+
+def flatten_diagnostics(diagnostics):
+    """Diagnostics as metrics.csv columns: arrays become `name_0`, `name_1`,
+    ... (e.g. `expert_gate_0`), scalars keep their name."""
+    out = {}
+    for key, value in (diagnostics or {}).items():
+        array = np.asarray(value)
+        if array.ndim == 0:
+            out[key] = float(array)
+        else:
+            for i, item in enumerate(array.reshape(-1)):
+                out[f"{key}_{i}"] = float(item)
+    return out
 
 
 def custom_scalar_layout():
@@ -115,6 +140,33 @@ class SummaryWriter:
 
     def write_iteration(self, row, step):
         """Scalars of one finished iteration (NaNs skipped)."""
+        self._write_columns(row, step)
+        self._writer.flush()
+
+    def write_diagnostics(self, diagnostics, step):
+        """Diagnostics taken within an iteration, under their per-iteration
+        tags. Not flushed: the writer flushes on its own schedule."""
+        self._write_columns(flatten_diagnostics(diagnostics), step)
+
+    def write_scalars(self, scalars, step):
+        """`{tag: value}` at one step (NaNs skipped, not flushed)."""
+        with self._writer.as_default():
+            for tag, value in scalars.items():
+                if math.isfinite(value):
+                    tf.summary.scalar(tag, value, step=step)
+
+    def write_episodes(self, returns, lengths, end_steps):
+        """One `episodes/return` and `episodes/length` point per finished
+        episode, at the agent step it ended (not flushed)."""
+        with self._writer.as_default():
+            for episode_return, length, step in zip(returns, lengths, end_steps):
+                tf.summary.scalar("episodes/return", float(episode_return), step=step)
+                tf.summary.scalar("episodes/length", float(length), step=step)
+
+    def flush(self):
+        self._writer.flush()
+
+    def _write_columns(self, row, step):
         with self._writer.as_default():
             for column, value in row.items():
                 tag = tag_for(column)
@@ -126,4 +178,3 @@ class SummaryWriter:
                 if tag.startswith("diagnostics/dormant_percent"):
                     value *= 100.0
                 tf.summary.scalar(tag, value, step=step)
-        self._writer.flush()

@@ -1,0 +1,173 @@
+"""Progress within an iteration: periodic lines and TensorBoard scalars.
+
+With the paper's 250 000-step iterations an iteration takes hours on a CPU,
+and the per-iteration line and scalars come only at its end. An
+`IterationMonitor` reports while the iteration runs:
+
+- a progress line every `progress_seconds` (and/or every `progress_steps`
+  agent steps): steps done in the iteration, recent steps/s, updates,
+  episodes finished in the iteration and the last one's return, and the ETA
+  of the iteration and of the run. The same plain lines whether or not the
+  output is a terminal: they go to the log and to stdout, flushed, like the
+  per-iteration line, so they read the same in a terminal, a pipe or a
+  batch job's log file;
+- TensorBoard scalars every `summary_period` agent steps (the reference's
+  `summary_writing_frequency`), see `summaries`.
+
+`Trainer.run` asks one question per agent step: `step >= monitor.next_step
+or monitor.clock() >= monitor.next_time`; everything else (strings,
+summaries, counter reads) happens only when that is true.
+"""
+
+import math
+import time
+
+from absl import logging
+
+
+def format_seconds(seconds):
+    """`1h02m03s`, or `?` for an unknown (non-finite) duration."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def print_line(message):
+    """Logs `message` and prints it to stdout, flushed."""
+    logging.info(message)
+    print(message, flush=True)
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else float("nan")
+
+
+class IterationMonitor:
+    """Progress lines and within-iteration summaries of a run's iterations.
+
+    Call `begin(iteration, stats)` before each `Trainer.run` of an
+    iteration (also a resumed one: `stats` is its restored `PhaseStats`), and
+    pass the monitor to `Trainer.run`, which calls `update(step, stats)` when
+    `step >= next_step or clock() >= next_time`.
+
+    Args:
+      name: shown at the start of each line (the game).
+      num_iterations: iterations of the run (for the run's ETA).
+      steps_per_iteration: agent steps per iteration.
+      summary_period: agent steps between TensorBoard points (0: none).
+      progress_seconds: seconds between progress lines (0: none by time).
+      progress_steps: agent steps between progress lines (0: none by steps).
+      writer: a `summaries.SummaryWriter`, or None for no summaries.
+      updates: callable returning the updates done in the run so far (the
+        agent's train-step counter), read only when a line is made.
+      report: callable taking each line (default: `print_line`).
+      clock: seconds, monotonic (default `time.monotonic`; tests pass a fake).
+    """
+
+    def __init__(self, name, num_iterations, steps_per_iteration, summary_period=500,
+                 progress_seconds=30.0, progress_steps=0, writer=None, updates=None,
+                 report=print_line, clock=time.monotonic):
+        self.name = name
+        self.num_iterations = num_iterations
+        self.steps_per_iteration = steps_per_iteration
+        self.summary_period = summary_period
+        self.progress_seconds = progress_seconds
+        self.progress_steps = progress_steps
+        self.writer = writer
+        self._updates = updates
+        self.report = report
+        self.clock = clock
+        self.iteration = 0
+        self.next_step = math.inf
+        self.next_time = math.inf
+
+    # ------------------------------------------------------------- schedule
+    @staticmethod
+    def _next_multiple(step, period):
+        return (step // period + 1) * period if period else math.inf
+
+    def _reschedule(self):
+        self.next_step = min(self._next_summary_step, self._next_progress_step)
+        self.next_time = self._next_progress_time
+
+    def begin(self, iteration, step, stats):
+        """Starts (or resumes) iteration `iteration` at agent step `step`
+        with `stats` (steps and episodes already done in it)."""
+        now = self.clock()
+        self.iteration = iteration
+        self._line_mark = (now, stats.agent_steps)
+        self._summary_mark = (now, stats.agent_steps)
+        self._summary_index = (len(stats.losses), len(stats.episode_end_steps))
+        self._next_summary_step = self._next_multiple(step, self.summary_period)
+        self._next_progress_step = self._next_multiple(step, self.progress_steps)
+        self._next_progress_time = (now + self.progress_seconds
+                                    if self.progress_seconds > 0 else math.inf)
+        self._reschedule()
+
+    def update(self, step, stats):
+        """Writes what is due at agent step `step` (after its update)."""
+        now = self.clock()
+        if step >= self._next_summary_step:
+            self._summarise(step, stats, now)
+            self._next_summary_step = self._next_multiple(step, self.summary_period)
+        if step >= self._next_progress_step or now >= self._next_progress_time:
+            self.report(self.line(stats, now))
+            self._line_mark = (now, stats.agent_steps)
+            self._next_progress_step = self._next_multiple(step, self.progress_steps)
+            if self.progress_seconds > 0:
+                self._next_progress_time = now + self.progress_seconds
+        self._reschedule()
+
+    def diagnostics(self, diagnostics, step):
+        """Diagnostics taken within the iteration, to TensorBoard."""
+        if self.writer is not None:
+            self.writer.write_diagnostics(diagnostics, step)
+
+    # --------------------------------------------------------------- output
+    @staticmethod
+    def _rate(mark, now, steps):
+        start, start_steps = mark
+        seconds = now - start
+        return (steps - start_steps) / seconds if seconds > 0 else float("nan")
+
+    def line(self, stats, now):
+        """The progress line for `stats` at clock time `now`."""
+        done = stats.agent_steps
+        rate = self._rate(self._line_mark, now, done)
+        left = max(self.steps_per_iteration - done, 0)
+        run_left = left + (self.num_iterations - self.iteration - 1) * self.steps_per_iteration
+        iteration_eta = left / rate if rate > 0 else float("nan")
+        run_eta = run_left / rate if rate > 0 else float("nan")
+        updates = self._updates() if self._updates is not None else stats.updates
+        last = (f"last return {stats.episode_returns[-1]:.2f}" if stats.episode_returns
+                else "no return yet")
+        return (f"[{self.name}] iteration {self.iteration + 1}/{self.num_iterations} "
+                f"progress: {done}/{self.steps_per_iteration} steps "
+                f"({100.0 * done / self.steps_per_iteration:.0f}%) | "
+                f"{rate:.0f} steps/s | {updates} updates | "
+                f"{len(stats.episode_returns)} episodes, {last} | "
+                f"ETA iteration {format_seconds(iteration_eta)}, "
+                f"run {format_seconds(run_eta)}")
+
+    def _summarise(self, step, stats, now):
+        if self.writer is None:
+            return
+        losses_from, episodes_from = self._summary_index
+        scalars = {"perf/recent_agent_steps_per_second": self._rate(
+            self._summary_mark, now, stats.agent_steps)}
+        if len(stats.losses) > losses_from:
+            scalars["updates/loss"] = _mean(stats.losses[losses_from:])
+            scalars["updates/td_error_mean"] = _mean(stats.td_error_means[losses_from:])
+            scalars["updates/td_error_var"] = _mean(stats.td_error_vars[losses_from:])
+        self.writer.write_scalars(scalars, step)
+        # Aligned from the end: a partial iteration restored from a
+        # checkpoint written before `episode_end_steps` existed has returns
+        # without end steps.
+        new = len(stats.episode_end_steps) - episodes_from
+        if new > 0:
+            self.writer.write_episodes(stats.episode_returns[-new:],
+                                       stats.episode_lengths[-new:],
+                                       stats.episode_end_steps[-new:])
+        self._summary_mark = (now, stats.agent_steps)
+        self._summary_index = (len(stats.losses), len(stats.episode_end_steps))
