@@ -56,7 +56,9 @@ def test_epsilon_schedule_is_dopamines_linear_decay():
     assert config.epsilon(10**6) == pytest.approx(0.01)
     step = tf.Variable(600, dtype=tf.int64)
     from tf_softmoe.agents import policies  # pylint: disable=import-outside-toplevel
-    assert float(policies.linear_epsilon(config, step)()) == pytest.approx(0.505)
+    # 600 steps taken: the 601st action, ε(601), as the reference counts.
+    assert float(policies.linear_epsilon(config, step)()) == pytest.approx(
+        0.01 + 0.99 * 0.499)
 
 
 @pytest.mark.parametrize("preset", ["rainbow", "der"])

@@ -145,8 +145,9 @@ class AgentConfig(_config.DictConfig):
         return not self.noisy or self.epsilon_with_noise
 
     def epsilon(self, agent_step):
-        """Training ε at an agent step (Python float): 0 for noisy agents
-        (unless `epsilon_with_noise`), else Dopamine's linear decay."""
+        """Training ε at a step of the reference's counter (Python float): 0
+        for noisy agents (unless `epsilon_with_noise`), else Dopamine's
+        linear decay. The t-th action (t = 1, 2, ...) uses `epsilon(t)`."""
         if not self.epsilon_greedy_training:
             return 0.0
         steps_left = self.epsilon_decay_steps + self.min_replay_history - agent_step

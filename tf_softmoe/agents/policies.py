@@ -15,6 +15,10 @@ def linear_epsilon(agent_config, agent_step):
     (Dopamine's `linearly_decaying_epsilon`). Noisy agents get ε = 0, the
     reference's `zero_epsilon`, unless `epsilon_with_noise` is set.
 
+    The schedule is read at `agent_step + 1`: `agent_step` counts the steps
+    already taken, while the reference's agents advance their step counter
+    before choosing each action, so its t-th action uses ε(t).
+
     Args:
       agent_config: an `AgentConfig`.
       agent_step: a scalar int64 `tf.Variable` counting environment steps.
@@ -27,7 +31,7 @@ def linear_epsilon(agent_config, agent_step):
         return lambda: tf.constant(0.0)
 
     def epsilon():
-        steps_left = decay + warmup - tf.cast(agent_step, tf.float32)
+        steps_left = decay + warmup - (tf.cast(agent_step, tf.float32) + 1.0)
         bonus = tf.clip_by_value((start - end) * steps_left / decay, 0.0, start - end)
         return end + bonus
 
