@@ -294,3 +294,31 @@ def test_adam_uses_the_reference_epsilon_placement():
     optimizer = agent._optimizer  # pylint: disable=protected-access
     assert optimizer.adaptive_epsilon
     assert optimizer.epsilon == pytest.approx(1.5e-4)
+
+
+@pytest.mark.parametrize("per_sample_noise", [True, False])
+def test_rainbow_loss_draws_noise_as_the_reference(per_sample_noise):
+    """Online pass on s: a draw per sample (or one, when switched off); the
+    target network and the online pass on s': one shared draw, the same."""
+    env = catch(0)
+    agent = agents.make_agent(fast_config("rainbow", per_sample_noise=per_sample_noise),
+                              SMALL_NET, env.time_step_spec(), env.action_spec())
+    seen = []
+    for net in (agent._q_network, agent._target_q_network):  # pylint: disable=protected-access
+        original = net.call
+
+        def recording(observation, *args, _original=original, _net=net, **kwargs):
+            seen.append((_net, kwargs.get("noise")))
+            return _original(observation, *args, **kwargs)
+
+        net.call = recording
+    batch = random_batch(env)
+    agent._loss(agents.batch_to_transition(batch), training=True)  # pylint: disable=protected-access
+    (online, online_noise), (target, target_noise), (online2, next_noise) = seen
+    assert online is online2 is agent._q_network and target is agent._target_q_network  # pylint: disable=protected-access
+    assert online_noise.features.per_sample == per_sample_noise
+    assert online_noise.experts.per_sample == per_sample_noise
+    assert not target_noise.features.per_sample and not target_noise.experts.per_sample
+    np.testing.assert_array_equal(target_noise.features.seed, next_noise.features.seed)
+    np.testing.assert_array_equal(target_noise.experts.seed, next_noise.experts.seed)
+    assert not np.array_equal(online_noise.features.seed, target_noise.features.seed)
