@@ -313,9 +313,10 @@ def test_rainbow_loss_draws_noise_as_the_reference(per_sample_noise):
 
         net.call = recording
     batch = random_batch(env)
-    agent._loss(agents.batch_to_transition(batch), training=True)  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    agent._loss(agents.batch_to_transition(batch), training=True)
     (online, online_noise), (target, target_noise), (online2, next_noise) = seen
-    assert online is online2 is agent._q_network and target is agent._target_q_network  # pylint: disable=protected-access
+    assert online is online2 is agent._q_network and target is agent._target_q_network
     assert online_noise.features.per_sample == per_sample_noise
     assert online_noise.experts.per_sample == per_sample_noise
     assert not target_noise.features.per_sample and not target_noise.experts.per_sample

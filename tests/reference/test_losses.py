@@ -85,7 +85,8 @@ def test_dqn_loss_matches_the_reference(reference, loss, double_q):
     agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
     perturb_target(agent)
     batch = n_step_batch(env, n_step=1)
-    loss_info = agent._loss(agents.batch_to_transition(batch), training=True)  # pylint: disable=protected-access
+    transition = agents.batch_to_transition(batch)
+    loss_info = agent._loss(transition, training=True)  # pylint: disable=protected-access
     nets = outputs_of(agent, batch)
     # Bootstrapped Q-values differ by sample, so the terminals and the max
     # (or double-Q argmax) matter; a wrong ½ or reduction shows as a 2x gap.

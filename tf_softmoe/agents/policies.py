@@ -70,7 +70,8 @@ def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer)
 
 def collect_policy_over(agent, make_policy, network, noisy):
     """The agent's collect policy (ε-greedy on the agent's schedule, which is
-    ε = 0 for noisy agents by default; noise drawn when `noisy`) over any network with the q-network's signature,
+    ε = 0 for noisy agents by default; noise drawn when `noisy`) over any
+    network with the q-network's signature,
     e.g. a copy that acts while the online network is being updated.
 
     Args:
