@@ -56,7 +56,29 @@ def test_epsilon_schedule_is_dopamines_linear_decay():
     assert config.epsilon(10**6) == pytest.approx(0.01)
     step = tf.Variable(600, dtype=tf.int64)
     from tf_softmoe.agents import policies  # pylint: disable=import-outside-toplevel
-    assert float(policies.linear_epsilon(config, step)()) == pytest.approx(0.505)
+    # 600 steps taken: the 601st action, ε(601), as the reference counts.
+    assert float(policies.linear_epsilon(config, step)()) == pytest.approx(
+        0.01 + 0.99 * 0.499)
+
+
+@pytest.mark.parametrize("preset", ["rainbow", "der"])
+def test_noisy_presets_train_with_zero_epsilon(preset):
+    """The reference's full_rainbow_agent uses zero_epsilon when noisy."""
+    config = agents.AgentConfig.preset(preset)
+    assert config.noisy and not config.epsilon_greedy_training
+    for step in (0, config.min_replay_history, 10**7):
+        assert config.epsilon(step) == 0.0
+    from tf_softmoe.agents import policies  # pylint: disable=import-outside-toplevel
+    epsilon = policies.linear_epsilon(config, tf.Variable(0, dtype=tf.int64))
+    assert float(epsilon()) == 0.0
+    env = catch(0)
+    agent = agents.make_agent(fast_config(preset), SMALL_NET, env.time_step_spec(),
+                              env.action_spec())
+    assert float(agent._epsilon_greedy()) == 0.0  # pylint: disable=protected-access
+    kept = agents.AgentConfig.preset(preset, epsilon_with_noise=True)
+    assert kept.epsilon(0) == 1.0
+    assert float(policies.linear_epsilon(kept, tf.Variable(0, dtype=tf.int64))()) == 1.0
+    assert agents.AgentConfig.preset(preset).epsilon_eval == 0.001
 
 
 @pytest.mark.parametrize("double_q", [False, True])
@@ -79,7 +101,7 @@ def test_dqn_loss_by_hand(double_q):
         bootstrap = q_next_target.max(1)
     target = batch["reward"] + batch["discount"] * bootstrap
     chosen = q[np.arange(32), batch["action"]]
-    per_sample = 0.5 * (target - chosen) ** 2
+    per_sample = (target - chosen) ** 2  # the reference's mse_loss: no ½
     np.testing.assert_allclose(loss_info.extra.td_loss, per_sample, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
         loss_info.loss, np.mean(per_sample * batch["importance_weights"]), rtol=1e-4)
@@ -217,16 +239,22 @@ def test_priorities_follow_the_per_sample_loss():
                                rtol=1e-5)
 
 
-def test_noisy_collect_policy_explores_and_greedy_policy_does_not():
+def test_noisy_collect_policy_explores_and_greedy_policy_keeps_only_expert_noise():
+    """As the reference: eval_mode turns off the hidden/head noise but never
+    reaches the experts; `expert_noise_in_eval=False` turns theirs off too."""
     env = catch(0)
-    config = fast_config("rainbow", epsilon_start=0.0, epsilon_end=0.0,
-                         noisy_sigma0=5.0)
+    config = fast_config("rainbow", noisy_sigma0=5.0)
     agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
     step = env.reset()
     greedy = loop.CompiledPolicy(agent.policy)
     collect = loop.CompiledPolicy(agent.collect_policy)
-    assert len({greedy.action(step) for _ in range(20)}) == 1
     assert len({collect.action(step) for _ in range(40)}) > 1
+    assert len({greedy.action(step) for _ in range(40)}) > 1
+    quiet = agents.make_agent(fast_config("rainbow", noisy_sigma0=5.0,
+                                          expert_noise_in_eval=False),
+                              SMALL_NET, env.time_step_spec(), env.action_spec())
+    greedy = loop.CompiledPolicy(quiet.policy)
+    assert len({greedy.action(step) for _ in range(20)}) == 1
 
 
 @pytest.mark.parametrize("preset,steps", [("dqn", 1000), ("rainbow", 1600)])
@@ -266,3 +294,32 @@ def test_adam_uses_the_reference_epsilon_placement():
     optimizer = agent._optimizer  # pylint: disable=protected-access
     assert optimizer.adaptive_epsilon
     assert optimizer.epsilon == pytest.approx(1.5e-4)
+
+
+@pytest.mark.parametrize("per_sample_noise", [True, False])
+def test_rainbow_loss_draws_noise_as_the_reference(per_sample_noise):
+    """Online pass on s: a draw per sample (or one, when switched off); the
+    target network and the online pass on s': one shared draw, the same."""
+    env = catch(0)
+    agent = agents.make_agent(fast_config("rainbow", per_sample_noise=per_sample_noise),
+                              SMALL_NET, env.time_step_spec(), env.action_spec())
+    seen = []
+    for net in (agent._q_network, agent._target_q_network):  # pylint: disable=protected-access
+        original = net.call
+
+        def recording(observation, *args, _original=original, _net=net, **kwargs):
+            seen.append((_net, kwargs.get("noise")))
+            return _original(observation, *args, **kwargs)
+
+        net.call = recording
+    batch = random_batch(env)
+    # pylint: disable=protected-access
+    agent._loss(agents.batch_to_transition(batch), training=True)
+    (online, online_noise), (target, target_noise), (online2, next_noise) = seen
+    assert online is online2 is agent._q_network and target is agent._target_q_network
+    assert online_noise.features.per_sample == per_sample_noise
+    assert online_noise.experts.per_sample == per_sample_noise
+    assert not target_noise.features.per_sample and not target_noise.experts.per_sample
+    np.testing.assert_array_equal(target_noise.features.seed, next_noise.features.seed)
+    np.testing.assert_array_equal(target_noise.experts.seed, next_noise.experts.seed)
+    assert not np.array_equal(online_noise.features.seed, target_noise.features.seed)

@@ -73,3 +73,29 @@ def test_config_deepcopy_save_load_xla(tmp_path):
 def test_wrong_expert_axis():
     with pytest.raises(ValueError, match=r"num_experts=3"):
         layers.ExpertMLP(3)(tf.zeros([2, 2, 4, 5]))
+
+
+def test_noisy_experts_share_one_draw_and_per_sample_draws_differ():
+    """The reference's experts all take the same key: one (ε_in, ε_out) for
+    every expert and slot; per-sample sources give each sample its own."""
+    from tf_softmoe.layers import noisy_dense
+    n, d, h, batch, p = 3, 4, 5, 2, 2
+    layer = layers.ExpertMLP(num_experts=n, hidden_units=h, noisy=True, sigma0=0.5)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, n, p, d)).astype(np.float32)
+    layer(x)
+    draws = {("in", d): rng.normal(size=(batch, d)), ("out", h): rng.normal(size=(batch, h))}
+    f = lambda e: np.sign(e) * np.sqrt(np.abs(e))  # noqa: E731
+    _, hidden = layer(x, training=True, return_hidden=True,
+                      noise=noisy_dense.ExplicitNoise(draws))
+    k_mu, k_sigma = layer.kernel_in.numpy(), layer.kernel_in_sigma.numpy()
+    b_mu, b_sigma = layer.bias_in.numpy(), layer.bias_in_sigma.numpy()
+    for b in range(batch):
+        e_in, e_out = f(draws[("in", d)][b]), f(draws[("out", h)][b])
+        for e in range(n):
+            w = k_mu[e] + k_sigma[e] * np.outer(e_in, e_out)
+            expected = np.maximum(x[b, e] @ w + b_mu[e] + b_sigma[e] * e_out, 0)
+            np.testing.assert_allclose(hidden[b, e], expected, rtol=1e-5, atol=1e-5)
+    shared = noisy_dense.ExplicitNoise({k: v[0] for k, v in draws.items()})
+    _, hidden_shared = layer(x, training=True, return_hidden=True, noise=shared)
+    np.testing.assert_allclose(hidden_shared[0], hidden[0], rtol=1e-5, atol=1e-5)

@@ -95,3 +95,44 @@ def test_static_rows_counts_an_unknown_batch_as_one():
     tf.function(lambda t: rows.append(noisy_dense.static_rows(t)) or t,
                 input_signature=[spec]).get_concrete_function()
     assert rows == [121]
+
+
+def _f(eps):
+    return np.sign(eps) * np.sqrt(np.abs(eps))
+
+
+def test_explicit_noise_per_sample_gives_every_row_its_own_weights():
+    from tf_softmoe.layers import noisy_dense
+    layer = layers.NoisyDense(4, sigma0=0.5)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    layer(x)
+    draws = {("in", 5): rng.normal(size=(3, 5)), ("out", 4): rng.normal(size=(3, 4))}
+    y = layer(x, training=True, noise=noisy_dense.ExplicitNoise(draws)).numpy()
+    mu, sigma = layer.kernel_mu.numpy(), layer.kernel_sigma.numpy()
+    for b in range(3):
+        e_in, e_out = _f(draws[("in", 5)][b]), _f(draws[("out", 4)][b])
+        w = mu + sigma * np.outer(e_in, e_out)
+        bias = layer.bias_mu.numpy() + layer.bias_sigma.numpy() * e_out
+        np.testing.assert_allclose(y[b], x[b] @ w + bias, rtol=1e-5, atol=1e-6)
+    shared = {("in", 5): draws[("in", 5)][0], ("out", 4): draws[("out", 4)][0]}
+    y0 = layer(x, training=True, noise=noisy_dense.ExplicitNoise(shared)).numpy()
+    np.testing.assert_allclose(y0[0], y[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(KeyError, match="fan-in 5"):
+        layer(x, training=True, noise=noisy_dense.ExplicitNoise({("out", 4): shared[("out", 4)]}))
+
+
+def test_seeded_noise_repeats_per_seed_and_differs_per_sample():
+    from tf_softmoe.layers import noisy_dense
+    layer = layers.NoisyDense(6, sigma0=1.0)
+    x = np.tile(np.random.default_rng(1).normal(size=(1, 7)).astype(np.float32), [4, 1])
+    layer(x)
+    same = [layer(x, training=True, noise=noisy_dense.SeededNoise([3, 4], batch_size=4))
+            for _ in range(2)]
+    np.testing.assert_allclose(same[0], same[1])
+    rows = same[0].numpy()
+    assert not np.allclose(rows[0], rows[1])  # identical inputs, own noise per row
+    shared = layer(x, training=True, noise=noisy_dense.SeededNoise([3, 4])).numpy()
+    np.testing.assert_allclose(shared, np.tile(shared[:1], [4, 1]))
+    with pytest.raises(ValueError, match="seed"):
+        noisy_dense.SeededNoise([1, 2, 3])

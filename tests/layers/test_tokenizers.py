@@ -131,3 +131,13 @@ def test_bad_inputs():
         layers.TokenAggregation("max")
     with pytest.raises(ValueError, match="scope must be one of"):
         layers.ShuffledTokenizer(scope="rows")
+
+
+def test_patch_embedding_is_lecun_normal_as_flax_conv():
+    tok = layers.PerPatchTokenizer(patch_size=3, embedding_dim=256)
+    tok(tf.zeros([1, 12, 12, 64]))
+    conv = tok.patch_embedding
+    assert isinstance(conv.kernel_initializer, tf.keras.initializers.LecunNormal)
+    np.testing.assert_array_equal(conv.bias.numpy(), 0.0)
+    fan_in = 3 * 3 * 64
+    assert np.std(conv.kernel.numpy()) == pytest.approx(np.sqrt(1 / fan_in), rel=0.05)

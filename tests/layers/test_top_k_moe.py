@@ -116,3 +116,10 @@ def test_invalid_arguments(kwargs, match):
 def test_wrong_rank():
     with pytest.raises(ValueError, match=r"\[batch, tokens, dim\]"):
         layers.TopKMoE(2)(tf.zeros([2, 5]))
+
+
+def test_router_is_lecun_normal_as_flax_dense():
+    layer = layers.TopKMoE(num_experts=64, expert_hidden_units=4)
+    layer(tf.zeros([1, 8, 256]))
+    assert isinstance(layer.router.kernel_initializer, tf.keras.initializers.LecunNormal)
+    assert np.std(layer.router.kernel.numpy()) == pytest.approx(np.sqrt(1 / 256), rel=0.05)

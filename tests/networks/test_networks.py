@@ -105,10 +105,37 @@ def test_c51_dueling_noisy_head():
     a, _ = net(frames(), training=True)
     b, _ = net(frames(), training=True)
     assert not np.allclose(a, b)
-    np.testing.assert_allclose(net(frames(), training=False)[0], logits, atol=1e-5)
+    # The reference's experts stay noisy in eval mode; the head does not.
+    assert not np.allclose(net(frames(), training=False)[0], logits, atol=1e-5)
     head = net._head  # pylint: disable=protected-access
     assert isinstance(head.advantage, networks.heads.layers.NoisyDense)
     assert isinstance(head.value, networks.heads.layers.NoisyDense)
+    quiet = networks.build_q_network(config.replace(expert_noise_in_eval=False), OBS,
+                                     ACTIONS)
+    np.testing.assert_allclose(quiet(frames())[0], quiet(frames(), training=False)[0],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("penultimate", ["softmoe", "flatten"])
+def test_network_noise_from_a_seed_is_reproducible_and_per_sample(penultimate):
+    kwargs = {"num_experts": 2} if penultimate == "softmoe" else {}
+    config = networks.NetworkConfig(encoder="nature", penultimate=penultimate,
+                                    hidden_units=16, head="c51", dueling=True,
+                                    noisy=True, noisy_sigma0=0.5, **kwargs)
+    net = networks.build_q_network(config, OBS, ACTIONS)
+    twin = net.copy(name="twin")
+    twin.create_variables()
+    for target, source in zip(twin.variables, net.variables):
+        target.assign(source)
+    same = np.repeat(frames()[:1], 3, axis=0)
+    shared = networks.NetworkNoise.from_seed([4, 2])
+    a = net(same, training=True, noise=shared)[0].numpy()
+    b = twin(same, training=True, noise=networks.NetworkNoise.from_seed([4, 2]))[0].numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # same seed, same noise
+    np.testing.assert_allclose(a[0], a[1], rtol=1e-5, atol=1e-6)  # one draw for all
+    per_sample = net(same, training=True,
+                     noise=networks.NetworkNoise.from_seed([4, 2], batch_size=3))[0]
+    assert not np.allclose(per_sample[0], per_sample[1])
 
 
 def test_dueling_is_value_plus_centred_advantage():

@@ -24,19 +24,38 @@ class AgentConfig(_config.DictConfig):
       gamma: discount γ.
       n_step: n of the n-step return (computed by the replay buffer).
       learning_rate, adam_epsilon: Adam's step size and ε.
-      loss: DQN only: "mse" (0.5·δ², Dopamine's) or "huber" (δ=1).
+      loss: DQN only: "mse" (δ² = (target − Q)², the reference's `mse_loss`,
+        no ½) or "huber" (δ = 1: ½δ² for |δ| <= 1, |δ| − ½ beyond).
       num_atoms, v_min, v_max: the C51 support.
       double_q: select the next action with the online network.
       dueling: dueling head.
       noisy: noisy nets (head, hidden layer, first expert layer); the collect
-        policy draws fresh noise, the greedy/eval policy uses the means.
+        policy draws fresh noise, the greedy/eval policy uses the means (but
+        see expert_noise_in_eval).
       noisy_sigma0: σ0 of the noisy layers (0.1 as the reference).
+      per_sample_noise: with `noisy`, the training loss's online pass gives
+        every sample its own noise draw, as the reference (a key per sample);
+        False: one draw for the whole batch (cheaper, see
+        benchmarks/noisy_dense_bench.py). The bootstrap passes (target network
+        and double-Q online next-state pass) always share one draw for the
+        batch, the same for both, as the reference.
+      expert_noise_in_eval: with `noisy` and a MoE block, the experts stay
+        noisy in the greedy/evaluation policy, as the reference's experts
+        (its `eval_mode` never reaches them), which the paper's DER
+        evaluation scores include. False: evaluation without any noise.
+      epsilon_with_noise: with `noisy`, still act ε-greedily on the linear
+        schedule. False (the reference's `zero_epsilon`): noisy agents train
+        with ε = 0 and explore through the noise alone. DQN (not noisy)
+        always follows the schedule.
       min_replay_history: agent steps collected before learning starts.
       update_period: agent steps between gradient updates.
       target_update_period: agent steps between target-network syncs.
       epsilon_start, epsilon_end, epsilon_decay_steps: linear ε schedule,
-        held at epsilon_start during the warm-up then decayed (Dopamine).
-      epsilon_eval: ε of the evaluation policy.
+        held at epsilon_start during the warm-up then decayed (Dopamine's
+        `linearly_decaying_epsilon`); ε = 0 throughout for noisy agents unless
+        `epsilon_with_noise`.
+      epsilon_eval: ε of the evaluation policy (0.001 in every reference
+        config, noisy or not).
       replay_capacity, batch_size: replay size and minibatch.
       prioritized: prioritized replay (Dopamine flavour).
       priority_exponent: α in priority = (loss + 1e-10)^α (0.5: sqrt).
@@ -60,6 +79,9 @@ class AgentConfig(_config.DictConfig):
     dueling: bool = True
     noisy: bool = True
     noisy_sigma0: float = 0.1
+    per_sample_noise: bool = True
+    expert_noise_in_eval: bool = True
+    epsilon_with_noise: bool = False
     min_replay_history: int = 20_000
     update_period: int = 4
     target_update_period: int = 8_000
@@ -117,8 +139,17 @@ class AgentConfig(_config.DictConfig):
         """TF-Agents counts target periods in gradient updates."""
         return self.target_update_period // self.update_period
 
+    @property
+    def epsilon_greedy_training(self):
+        """Whether the collect policy is ε-greedy (False: ε = 0, noisy nets)."""
+        return not self.noisy or self.epsilon_with_noise
+
     def epsilon(self, agent_step):
-        """Dopamine's linearly decaying ε at an agent step (Python float)."""
+        """Training ε at a step of the reference's counter (Python float): 0
+        for noisy agents (unless `epsilon_with_noise`), else Dopamine's
+        linear decay. The t-th action (t = 1, 2, ...) uses `epsilon(t)`."""
+        if not self.epsilon_greedy_training:
+            return 0.0
         steps_left = self.epsilon_decay_steps + self.min_replay_history - agent_step
         bonus = (self.epsilon_start - self.epsilon_end) * steps_left / self.epsilon_decay_steps
         return self.epsilon_end + min(max(bonus, 0.0), self.epsilon_start - self.epsilon_end)

@@ -7,13 +7,16 @@ from tf_agents.policies import q_policy
 from tf_softmoe.agents import policies
 
 
-def half_squared_error(targets, predictions):
-    """0.5·(target − prediction)², Dopamine's `mse_loss`, element-wise."""
-    return 0.5 * tf.math.squared_difference(targets, predictions)
+def squared_error(targets, predictions):
+    """(target − prediction)², element-wise: the reference's `mse_loss`
+    (dopamine/jax/losses.py), with no ½; the agent averages it over the batch
+    as the reference's DQN does."""
+    return tf.math.squared_difference(targets, predictions)
 
 
 def huber(targets, predictions):
-    """Huber loss with δ = 1, element-wise."""
+    """Huber loss with δ = 1, element-wise: ½x² for |x| <= 1, |x| − ½ beyond
+    (x = target − prediction), as the reference's `huber_loss`."""
     return tf.compat.v1.losses.huber_loss(
         targets, predictions, reduction=tf.compat.v1.losses.Reduction.NONE)
 
@@ -44,7 +47,7 @@ class DqnAgent(dqn_agent.DqnAgent):
         super().__init__(
             time_step_spec, action_spec, q_network=q_network,
             td_errors_loss_fn=(huber if agent_config.loss == "huber"
-                               else half_squared_error),
+                               else squared_error),
             **policies.common_agent_kwargs(agent_config, agent_step,
                                            train_step_counter, optimizer))
         if agent_config.noisy:

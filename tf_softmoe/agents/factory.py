@@ -12,11 +12,13 @@ from tf_softmoe.agents import rainbow_agent
 
 
 def network_config_for(agent_config, network_config):
-    """The network settings the agent dictates: head, atoms, dueling, noise."""
+    """The network settings the agent dictates: head, atoms, dueling, noise
+    (noisy, σ0, experts' noise in evaluation)."""
     head = "c51" if agent_config.kind == "rainbow" else "dqn"
     return network_config.replace(
         head=head, num_atoms=agent_config.num_atoms, dueling=agent_config.dueling,
-        noisy=agent_config.noisy, noisy_sigma0=agent_config.noisy_sigma0)
+        noisy=agent_config.noisy, noisy_sigma0=agent_config.noisy_sigma0,
+        expert_noise_in_eval=agent_config.expert_noise_in_eval)
 
 
 def make_agent(agent_config, network_config, time_step_spec, action_spec,

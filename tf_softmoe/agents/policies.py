@@ -8,10 +8,16 @@ from tf_softmoe.agents import optimizers
 
 
 def linear_epsilon(agent_config, agent_step):
-    """A callable giving Dopamine's linearly decaying ε at `agent_step`.
+    """A callable giving the training ε at `agent_step`.
 
     ε stays at `epsilon_start` for the warm-up (`min_replay_history` steps),
-    then decays linearly to `epsilon_end` over `epsilon_decay_steps`.
+    then decays linearly to `epsilon_end` over `epsilon_decay_steps`
+    (Dopamine's `linearly_decaying_epsilon`). Noisy agents get ε = 0, the
+    reference's `zero_epsilon`, unless `epsilon_with_noise` is set.
+
+    The schedule is read at `agent_step + 1`: `agent_step` counts the steps
+    already taken, while the reference's agents advance their step counter
+    before choosing each action, so its t-th action uses ε(t).
 
     Args:
       agent_config: an `AgentConfig`.
@@ -21,9 +27,11 @@ def linear_epsilon(agent_config, agent_step):
     end = float(agent_config.epsilon_end)
     decay = float(agent_config.epsilon_decay_steps)
     warmup = float(agent_config.min_replay_history)
+    if not agent_config.epsilon_greedy_training:
+        return lambda: tf.constant(0.0)
 
     def epsilon():
-        steps_left = decay + warmup - tf.cast(agent_step, tf.float32)
+        steps_left = decay + warmup - (tf.cast(agent_step, tf.float32) + 1.0)
         bonus = tf.clip_by_value((start - end) * steps_left / decay, 0.0, start - end)
         return end + bonus
 
@@ -61,8 +69,9 @@ def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer)
 
 
 def collect_policy_over(agent, make_policy, network, noisy):
-    """The agent's collect policy (ε-greedy on the agent's schedule, noise
-    drawn when `noisy`) over any network with the q-network's signature,
+    """The agent's collect policy (ε-greedy on the agent's schedule, which is
+    ε = 0 for noisy agents by default; noise drawn when `noisy`) over any
+    network with the q-network's signature,
     e.g. a copy that acts while the online network is being updated.
 
     Args:

@@ -13,7 +13,9 @@ from tf_agents.agents import tf_agent
 from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 from tf_agents.policies import categorical_q_policy
 
+from tf_softmoe import networks
 from tf_softmoe.agents import policies
+from tf_softmoe.layers import noisy_dense
 
 RainbowLossInfo = collections.namedtuple(
     "RainbowLossInfo", ["per_sample_loss", "td_error"])
@@ -49,10 +51,11 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
 
     `loss_info.extra.per_sample_loss` holds ℓ for the priority update and
     `loss_info.extra.td_error` the difference of the means E[m] − E[Z(s,a)]
-    (priority = (ℓ + 1e-10)^α, Dopamine's sqrt for α = 0.5). With noisy nets,
-    online and target networks draw independent noise during learning
-    (Fortunato et al.), the collect policy draws noise, the greedy policy
-    uses the means.
+    (priority = (ℓ + 1e-10)^α, Dopamine's sqrt for α = 0.5). With noisy nets
+    the loss draws noise as the reference (`loss_noise`): one draw per sample
+    for the online pass on s, one shared draw for the target network and the
+    online pass on s'; the collect policy draws noise with ε = 0, the greedy
+    policy uses the means except in the experts (`expert_noise_in_eval`).
 
     Args:
       time_step_spec, action_spec: the environment's specs.
@@ -96,15 +99,17 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
         time_steps, policy_steps, next_time_steps = self._as_transition(experience)
         actions = tf.cast(policy_steps.action, tf.int32)
         support = self._support
-        logits, _ = self._q_network(time_steps.observation, training=training)
+        online_noise, next_noise = self.loss_noise(time_steps.observation, training)
+        logits, _ = self._q_network(time_steps.observation, training=training,
+                                    noise=online_noise)
         chosen_logits = tf.gather(logits, actions, batch_dims=1)  # [B, atoms]
 
         target_logits, _ = self._target_q_network(
-            next_time_steps.observation, training=training)
+            next_time_steps.observation, training=training, noise=next_noise)
         target_probs = tf.nn.softmax(target_logits, axis=-1)
         if self.agent_config.double_q:
             online_next, _ = self._q_network(next_time_steps.observation,
-                                             training=training)
+                                             training=training, noise=next_noise)
             selector = tf.nn.softmax(online_next, axis=-1)
         else:
             selector = target_probs
@@ -128,6 +133,20 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
         td_error = tf.reduce_sum(target * support, axis=-1) - chosen_q
         return tf_agent.LossInfo(loss, RainbowLossInfo(
             per_sample_loss=per_sample, td_error=td_error))
+
+    def loss_noise(self, observation, training):
+        """(online pass noise, bootstrap passes noise) of one loss, as the
+        reference's `train` draws them: the online pass on s gets a draw per
+        sample (one for the batch without `per_sample_noise`); the target
+        network and the online pass on s' share one draw, the same for both
+        and for every sample. (None, None) when not noisy or not training."""
+        config = self.agent_config
+        if not (config.noisy and training):
+            return None, None
+        seeds = tf.random.experimental.stateless_split(noisy_dense.fresh_seed(), 2)
+        batch_size = tf.shape(observation)[0] if config.per_sample_noise else None
+        return (networks.NetworkNoise.from_seed(seeds[0], batch_size),
+                networks.NetworkNoise.from_seed(seeds[1]))
 
     def per_sample_loss(self, loss_info):
         """Per-sample cross-entropy for priority updates."""

@@ -8,7 +8,9 @@ so models holding them save to `.keras`/SavedModel and load back without
 from tf_softmoe.layers._common import PerExpertGlorotUniform
 from tf_softmoe.layers.expert_choice import ExpertChoice
 from tf_softmoe.layers.experts import ExpertMLP
+from tf_softmoe.layers.noisy_dense import ExplicitNoise
 from tf_softmoe.layers.noisy_dense import NoisyDense
+from tf_softmoe.layers.noisy_dense import SeededNoise
 from tf_softmoe.layers.soft_moe import SoftMoE
 from tf_softmoe.layers.tokenizers import TOKENIZERS
 from tf_softmoe.layers.tokenizers import PerConvTokenizer
@@ -21,8 +23,8 @@ from tf_softmoe.layers.tokenizers import make_tokenizer
 from tf_softmoe.layers.top_k_moe import TopKMoE
 
 __all__ = [
-    "ExpertChoice", "ExpertMLP", "NoisyDense", "PerConvTokenizer",
+    "ExpertChoice", "ExpertMLP", "ExplicitNoise", "NoisyDense", "PerConvTokenizer",
     "PerExpertGlorotUniform", "PerFeatTokenizer", "PerPatchTokenizer",
-    "PerSampleTokenizer", "ShuffledTokenizer", "SoftMoE", "TOKENIZERS",
+    "PerSampleTokenizer", "SeededNoise", "ShuffledTokenizer", "SoftMoE", "TOKENIZERS",
     "TokenAggregation", "TopKMoE", "make_tokenizer",
 ]

@@ -9,6 +9,9 @@ from tf_softmoe.layers import experts as experts_lib
 class RoutedExperts(tf.keras.layers.Layer):
     """Router `Dense(n, no bias)` plus `ExpertMLP` with a fixed slot capacity.
 
+    The router kernel is LeCun-normal, Flax's `nn.Dense` default that the
+    reference's `TopKRouter` uses.
+
     Subclasses set `self.capacity` from the token count in `capacity_for(m)`
     and implement `call`.
     """
@@ -25,7 +28,7 @@ class RoutedExperts(tf.keras.layers.Layer):
         self.noise_sigma0 = _common.check_positive_float("noise_sigma0", noise_sigma0)
         self.router = tf.keras.layers.Dense(
             self.num_experts, use_bias=False, name="router",
-            kernel_initializer="glorot_uniform", dtype=self.dtype_policy)
+            kernel_initializer="lecun_normal", dtype=self.dtype_policy)
         self.experts = experts_lib.ExpertMLP(
             num_experts=self.num_experts, hidden_units=self.expert_hidden_units,
             noisy=self.noisy_experts, sigma0=self.noise_sigma0, name="experts",

@@ -41,7 +41,7 @@ class ExpertChoice(_routed.RoutedExperts):
         return min(num_tokens, _common.slots_per_expert(
             num_tokens, self.num_experts, self.capacity_factor, None))
 
-    def call(self, inputs, training=None, return_routing=False):
+    def call(self, inputs, training=None, noise=None, return_routing=False):
         dtype = inputs.dtype
         m = inputs.shape[1]
         scores = self.router_probabilities(inputs)
@@ -51,7 +51,7 @@ class ExpertChoice(_routed.RoutedExperts):
         selection = tf.one_hot(token_index, m, dtype=tf.float32)  # [b, n, p, m]
         slot_inputs = tf.einsum("bnpm,bmd->bnpd", tf.cast(selection, dtype), inputs)
         slot_outputs, hidden = self.experts(
-            slot_inputs, training=training, return_hidden=True)
+            slot_inputs, training=training, return_hidden=True, noise=noise)
         combine = selection * gates[..., None]
         outputs = tf.einsum("bnpd,bnpm->bmd", slot_outputs, tf.cast(combine, dtype))
         if not return_routing:

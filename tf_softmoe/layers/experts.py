@@ -32,8 +32,12 @@ class ExpertMLP(tf.keras.layers.Layer):
       hidden_units: h, the hidden width of each expert (512 in the paper).
       output_units: d_out; None keeps the token width d.
       noisy: make the first layer of every expert a factorised-Gaussian noisy
-        layer (as `NoisyDense`), for Rainbow's noisy-net exploration. The noise
-        is drawn per call and per expert when `training=True`.
+        layer (as `NoisyDense`), for Rainbow's noisy-net exploration. When
+        `training=True` one draw (ε_in `[d]`, ε_out `[h]`) serves every expert
+        and slot, as in the reference (its experts share one key); each
+        expert keeps its own μ and σ. `call(..., noise=source)` takes the
+        draw from a `SeededNoise`/`ExplicitNoise`, per sample when that
+        source has a batch size.
       sigma0: σ0 of the noisy layer (0.5 Fortunato et al.; 0.1 in the reference).
     """
 
@@ -75,30 +79,33 @@ class ExpertMLP(tf.keras.layers.Layer):
         self.bias_out = self.add_weight("bias_out", (n, d_out), initializer="zeros")
         super().build(input_shape)
 
-    def _first_layer_weights(self, training):
-        kernel, bias = self.kernel_in, self.bias_in
-        if self.noisy and training:
-            n, d, h = self.kernel_in.shape
-            dtype = self.kernel_in.dtype
-            eps_in = noisy_dense.factorised_noise([n, d], dtype)
-            eps_out = noisy_dense.factorised_noise([n, h], dtype)
-            kernel = kernel + self.kernel_in_sigma * (eps_in[:, :, None] * eps_out[:, None, :])
-            bias = bias + self.bias_in_sigma * eps_out
-        return kernel, bias
+    def _noisy_weights(self, noise):
+        """(kernel_in, bias_in) with one noise draw shared by every expert."""
+        n, d, h = self.kernel_in.shape
+        dtype = self.kernel_in.dtype
+        if noise is None:
+            eps_in = noisy_dense.factorised_noise([d], dtype)
+            eps_out = noisy_dense.factorised_noise([h], dtype)
+        else:
+            eps_in, eps_out = noise.factors(d, h, dtype)
+        kernel = self.kernel_in + self.kernel_in_sigma * (eps_in[:, None] * eps_out[None, :])
+        return kernel, self.bias_in + self.bias_in_sigma * eps_out
 
-    def call(self, inputs, training=None, return_hidden=False):
+    def call(self, inputs, training=None, return_hidden=False, noise=None):
         """Runs every expert on its slots.
 
         Args:
           inputs: `[batch, n, p, d]`.
-          training: draws fresh noise when True and `noisy`.
+          training: draws noise when True and `noisy`.
           return_hidden: also return the hidden activations `[batch, n, p, h]`
             (for dormant-neuron diagnostics).
+          noise: None (one fresh draw for the batch) or a noise source
+            (`SeededNoise`, `ExplicitNoise`); per-sample sources give every
+            sample its own draw.
 
         Returns:
           `[batch, n, p, d_out]`, or `(outputs, hidden)` with `return_hidden`.
         """
-        kernel_in, bias_in = self._first_layer_weights(training)
         dtype = inputs.dtype
         n, p, d = inputs.shape[1], inputs.shape[2], inputs.shape[3]
         batch = tf.shape(inputs)[0]
@@ -107,8 +114,28 @@ class ExpertMLP(tf.keras.layers.Layer):
         # letting einsum transpose the wide [B, n, p, h] hidden tensor in the
         # forward and in every gradient (measured in benchmarks/layer_bench.py).
         x = tf.reshape(tf.transpose(inputs, [1, 0, 2, 3]), [n, -1, d])
-        hidden = tf.nn.relu(tf.matmul(x, tf.cast(kernel_in, dtype))
-                            + tf.cast(bias_in, dtype)[:, None, :])
+        noisy = self.noisy and training
+        eps = None if not noisy or noise is None else noise.factors(
+            d, self.hidden_units, dtype)
+        if eps is not None and eps[0].shape.rank == 2:
+            # Per-sample draws: x_b μ_e + ((x_b ⊙ ε_in,b) σ_e) ⊙ ε_out,b, rows
+            # of x ordered (sample, slot) as the reshape above left them.
+            eps_in = tf.repeat(eps[0], p, axis=0)[None]    # [1, B·p, d]
+            eps_out = tf.repeat(eps[1], p, axis=0)[None]   # [1, B·p, h]
+            hidden = (tf.matmul(x, tf.cast(self.kernel_in, dtype))
+                      + tf.matmul(x * eps_in, tf.cast(self.kernel_in_sigma, dtype))
+                      * eps_out
+                      + tf.cast(self.bias_in, dtype)[:, None, :]
+                      + tf.cast(self.bias_in_sigma, dtype)[:, None, :] * eps_out)
+            hidden = tf.nn.relu(hidden)
+        else:
+            if noisy:
+                shared = None if eps is None else _FixedFactors(eps)
+                kernel_in, bias_in = self._noisy_weights(shared)
+            else:
+                kernel_in, bias_in = self.kernel_in, self.bias_in
+            hidden = tf.nn.relu(tf.matmul(x, tf.cast(kernel_in, dtype))
+                                + tf.cast(bias_in, dtype)[:, None, :])
         outputs = (tf.matmul(hidden, tf.cast(self.kernel_out, dtype))
                    + tf.cast(self.bias_out, dtype)[:, None, :])
         d_out = outputs.shape[-1]
@@ -133,3 +160,14 @@ class ExpertMLP(tf.keras.layers.Layer):
             "sigma0": self.sigma0,
         })
         return config
+
+
+class _FixedFactors:
+    """A noise source returning factors already drawn."""
+
+    def __init__(self, factors):
+        self._factors = factors
+
+    def factors(self, fan_in, units, dtype):
+        del fan_in, units
+        return tuple(tf.cast(f, dtype) for f in self._factors)

@@ -23,18 +23,122 @@ def static_rows(inputs):
     return rows
 
 
-def factorised_noise(shape, dtype):
-    """f(ε) = sign(ε)·sqrt(|ε|), ε ~ N(0, 1) (Fortunato et al., eq. 11)."""
-    eps = tf.random.normal(shape, dtype=dtype)
+def signed_sqrt(eps):
+    """f(ε) = sign(ε)·sqrt(|ε|) (Fortunato et al., eq. 11)."""
     return tf.sign(eps) * tf.sqrt(tf.abs(eps))
+
+
+def factorised_noise(shape, dtype, seed=None):
+    """f(ε), ε ~ N(0, 1) of `shape`; stateless (reproducible) with `seed`."""
+    if seed is None:
+        eps = tf.random.normal(shape, dtype=dtype)
+    else:
+        eps = tf.cast(tf.random.stateless_normal(shape, seed), dtype)
+    return signed_sqrt(eps)
+
+
+def fresh_seed():
+    """A new random stateless seed `[2]` int32 (one per forward pass)."""
+    return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+
+
+class SeededNoise:
+    """The factorised noise of one forward pass, drawn from one seed.
+
+    Like the reference's noisy layers (`dopamine.jax.networks.NoisyNetwork`),
+    which all take the same key within a pass: the seed splits into (s_in,
+    s_out) and a layer of fan-in d and width u draws
+
+        ε_in = f(N(0, I_d) from s_in),   ε_out = f(N(0, I_u) from s_out)
+
+    so layers with the same fan-in (or width) see the same ε_in (or ε_out),
+    and two passes given the same seed see the same noise (the reference's
+    target network and online next-state pass).
+
+    Args:
+      seed: `[2]` integer stateless seed (e.g. `fresh_seed()`).
+      batch_size: None: one draw for the whole batch, ε of shape `[d]`;
+        an int (or scalar tensor) B: one draw per sample, `[B, d]`.
+    """
+
+    def __init__(self, seed, batch_size=None):
+        self.seed = tf.convert_to_tensor(seed)
+        if not self.seed.dtype.is_integer or self.seed.shape.as_list() != [2]:
+            raise ValueError(
+                f"SeededNoise needs a [2] integer seed (e.g. noisy_dense.fresh_seed()), "
+                f"got {self.seed.dtype.name} of shape {self.seed.shape}.")
+        self.batch_size = batch_size
+
+    @property
+    def per_sample(self):
+        return self.batch_size is not None
+
+    def normals(self, role, size):
+        """The N(0, 1) draw of `role` ("in" or "out") with `size` entries."""
+        seeds = tf.random.experimental.stateless_split(self.seed, 2)
+        shape = [size] if self.batch_size is None else [self.batch_size, size]
+        return tf.random.stateless_normal(shape, seeds[0 if role == "in" else 1])
+
+    def factors(self, fan_in, units, dtype):
+        """(ε_in, ε_out) for a layer of fan-in `fan_in` and width `units`."""
+        return (tf.cast(signed_sqrt(self.normals("in", fan_in)), dtype),
+                tf.cast(signed_sqrt(self.normals("out", units)), dtype))
+
+
+class ExplicitNoise:
+    """Noise given as the N(0, 1) draws themselves, e.g. the reference's.
+
+    `draws[("in", d)]` is the input-side draw of every layer with fan-in d
+    and `draws[("out", u)]` the output-side draw of every layer of width u,
+    each `[size]` (shared by the batch) or `[B, size]` (per sample): the
+    layers apply f(ε) = sign(ε)·sqrt(|ε|) themselves. Feeding the reference's
+    `NoisyNetwork` draws p[:, 0] and q[0] makes a `NoisyDense` compute
+    exactly what the reference's layer does.
+
+    Args:
+      draws: dict `{(role, size): array}`, role "in" or "out".
+    """
+
+    def __init__(self, draws):
+        self.draws = {key: tf.convert_to_tensor(value, tf.float32)
+                      for key, value in dict(draws).items()}
+        for role, _ in self.draws:
+            if role not in ("in", "out"):
+                raise ValueError(f"ExplicitNoise keys are ('in'|'out', size), got role {role!r}.")
+
+    @property
+    def per_sample(self):
+        return any(value.shape.rank == 2 for value in self.draws.values())
+
+    def normals(self, role, size):
+        try:
+            return self.draws[(role, size)]
+        except KeyError:
+            raise KeyError(
+                f"ExplicitNoise has no draw for ({role!r}, {size}); a layer of "
+                f"{'fan-in' if role == 'in' else 'width'} {size} needs one. Known: "
+                f"{sorted(self.draws)}.") from None
+
+    def factors(self, fan_in, units, dtype):
+        return (tf.cast(signed_sqrt(self.normals("in", fan_in)), dtype),
+                tf.cast(signed_sqrt(self.normals("out", units)), dtype))
+
+
+def per_sample_factor(eps, rank):
+    """`[B, k]` per-sample noise reshaped to broadcast against a rank-`rank`
+    input `[B, ..., k]`."""
+    if rank == 2:
+        return eps
+    return tf.reshape(eps, tf.concat(
+        [tf.shape(eps)[:1], tf.ones([rank - 2], tf.int32), tf.shape(eps)[1:]], 0))
 
 
 @tf.keras.utils.register_keras_serializable(package=_common.PACKAGE)
 class NoisyDense(tf.keras.layers.Layer):
     """Dense layer with factorised Gaussian parameter noise.
 
-    With ε_in ~ f(N(0, I_d)), ε_out ~ f(N(0, I_u)) drawn afresh on every call
-    made with `training=True`:
+    With ε_in ~ f(N(0, I_d)), ε_out ~ f(N(0, I_u)), f(ε) = sign(ε)·sqrt(|ε|),
+    on every call made with `training=True`:
 
         W = μ_W + σ_W ⊙ (ε_in ε_outᵀ),   b = μ_b + σ_b ⊙ ε_out
         y = activation(x W + b)
@@ -42,7 +146,14 @@ class NoisyDense(tf.keras.layers.Layer):
     With `training=False` (or None) the noise is off: y = activation(x μ_W + μ_b).
     Initialisation: μ ~ U(-1/√d, 1/√d), σ = σ0/√d, d = fan-in. σ0 = 0.5 is the
     value of Fortunato et al.; the Dopamine/MoE reference code uses 0.1.
-    The noise is shared by every row of the batch, as in the paper.
+
+    Where the noise comes from: `call(x, training=True)` draws its own, one
+    draw shared by every row of the batch. `call(x, training=True,
+    noise=source)` takes (ε_in, ε_out) from `source.factors(d, u, dtype)`:
+    a `SeededNoise` (one seed per forward pass, as the reference's key; one
+    draw per sample when it has a batch size) or an `ExplicitNoise` (given
+    draws, e.g. the reference's). Per-sample factors `[B, d]`, `[B, u]` give
+    every sample its own W_b, computed as x_b μ + ((x_b ⊙ ε_in,b) σ) ⊙ ε_out,b.
 
     Reference: Fortunato et al., "Noisy Networks for Exploration", ICLR 2018.
 
@@ -82,17 +193,37 @@ class NoisyDense(tf.keras.layers.Layer):
                 "bias_sigma", shape=(self.units,), initializer=sigma_init)
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, noise=None):
+        """y = activation(x W + b), noisy when `training` (see class doc).
+
+        Args:
+          inputs: `[..., d]`; with per-sample noise `[B, ..., d]`.
+          training: draw noise when True.
+          noise: None (draw here, shared by the batch), or a noise source
+            (`SeededNoise`, `ExplicitNoise`) giving (ε_in, ε_out).
+        """
         dtype = inputs.dtype
         kernel_mu = tf.cast(self.kernel_mu, dtype)
         bias = tf.cast(self.bias_mu, dtype) if self.use_bias else None
         if not training:
             outputs = tf.tensordot(inputs, kernel_mu, axes=1)
         else:
-            eps_in = factorised_noise([self.kernel_mu.shape[0]], dtype)
-            eps_out = factorised_noise([self.units], dtype)
+            fan_in = self.kernel_mu.shape[0]
+            if noise is None:
+                eps_in = factorised_noise([fan_in], dtype)
+                eps_out = factorised_noise([self.units], dtype)
+            else:
+                eps_in, eps_out = noise.factors(fan_in, self.units, dtype)
             kernel_sigma = tf.cast(self.kernel_sigma, dtype)
-            if static_rows(inputs) <= FACTORISED_MAX_ROWS:
+            if eps_in.shape.rank == 2:
+                # One W_b per sample: never formed, x_b μ + ((x_b ⊙ ε_in,b) σ) ⊙ ε_out,b.
+                rank = inputs.shape.rank
+                eps_in = per_sample_factor(eps_in, rank)
+                eps_out = per_sample_factor(eps_out, rank)
+                outputs = (tf.tensordot(inputs, kernel_mu, axes=1)
+                           + tf.tensordot(inputs * eps_in, kernel_sigma, axes=1)
+                           * eps_out)
+            elif static_rows(inputs) <= FACTORISED_MAX_ROWS:
                 # x (μ + σ ⊙ ε_in ε_outᵀ) = x μ + ((x ⊙ ε_in) σ) ⊙ ε_out: no
                 # [d, units] noisy matrix, one extra (thin) matmul instead.
                 outputs = (tf.tensordot(inputs, kernel_mu, axes=1)

@@ -117,12 +117,12 @@ class SoftMoE(tf.keras.layers.Layer):
         combine = tf.reshape(tf.nn.softmax(flat, axis=-1), shape)
         return dispatch, combine
 
-    def call(self, inputs, training=None, return_routing=False, return_weights=False):
+    def call(self, inputs, training=None, noise=None, return_routing=False, return_weights=False):
         dispatch, combine = self.routing_weights(inputs)
         dtype = inputs.dtype
         slot_inputs = tf.einsum("bmd,bmnp->bnpd", inputs, tf.cast(dispatch, dtype))
         slot_outputs, hidden = self.experts(
-            slot_inputs, training=training, return_hidden=True)
+            slot_inputs, training=training, return_hidden=True, noise=noise)
         outputs = tf.einsum("bnpd,bmnp->bmd", slot_outputs, tf.cast(combine, dtype))
         if not (return_routing or return_weights):
             return outputs

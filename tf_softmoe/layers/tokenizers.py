@@ -82,7 +82,8 @@ class PerPatchTokenizer(_Tokenizer):
     (32 for Impala, 64 for Nature in the reference). `embedding="avg_pool"`:
     average pooling p×p, stride p, VALID → tokens of C. Either way the token
     grid is floor(h/p) × floor(w/p); cells that do not fill a whole patch are
-    dropped (as VALID padding does).
+    dropped (as VALID padding does). The conv kernel is LeCun-normal and its
+    bias zero, Flax's `nn.Conv` defaults, which the reference's embedding uses.
 
     Args:
       patch_size: p, 1 <= p <= min(h, w).
@@ -103,7 +104,7 @@ class PerPatchTokenizer(_Tokenizer):
         if embedding == "conv":
             self.patch_embedding = tf.keras.layers.Conv2D(
                 self.embedding_dim, self.patch_size, strides=self.patch_size,
-                padding="valid", kernel_initializer="glorot_uniform",
+                padding="valid", kernel_initializer="lecun_normal",
                 name="patch_embedding")
         else:
             self.patch_embedding = tf.keras.layers.AveragePooling2D(

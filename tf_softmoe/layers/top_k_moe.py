@@ -13,6 +13,7 @@ class TopKMoE(_routed.RoutedExperts):
     Per sample, with tokens X ∈ R^{m×d}:
 
         G = softmax(X W_r)                      router probabilities [m, n], W_r no bias
+                                                (LeCun-normal, as the reference)
         E_i = top_k(G[i])                       the k experts token i picks
         capacity C = ceil(m · capacity_factor / n) tokens per expert
         Y[i] = Σ_{e ∈ E_i, i kept by e} G[i,e] · expert_e(X[i])
@@ -84,13 +85,13 @@ class TopKMoE(_routed.RoutedExperts):
             choice * top_gates[..., None], axis=2)  # [b, m, n]
         return dispatch, kept_by_token * gate_values
 
-    def call(self, inputs, training=None, return_routing=False):
+    def call(self, inputs, training=None, noise=None, return_routing=False):
         dtype = inputs.dtype
         probabilities = self.router_probabilities(inputs)
         dispatch, gates = self.dispatch_mask(probabilities)
         slot_inputs = tf.einsum("bmd,bmnc->bncd", inputs, tf.cast(dispatch, dtype))
         slot_outputs, hidden = self.experts(
-            slot_inputs, training=training, return_hidden=True)
+            slot_inputs, training=training, return_hidden=True, noise=noise)
         combine = dispatch * gates[..., None]
         outputs = tf.einsum("bncd,bmnc->bmd", slot_outputs, tf.cast(combine, dtype))
         if not return_routing:

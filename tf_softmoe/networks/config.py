@@ -55,6 +55,10 @@ class NetworkConfig(_config.DictConfig):
       noisy: noisy nets: the head's layers, the flatten/gap/tokenized hidden
         layer and the experts' first layer become factorised-noise layers.
       noisy_sigma0: σ0 (0.1 in the reference code, 0.5 in Fortunato et al.).
+      expert_noise_in_eval: with `noisy`, the experts' noisy layers draw
+        noise also when the network is called with `training=False` (the
+        greedy/evaluation policy), as the reference's experts, which never
+        receive its `eval_mode`. False turns their noise off with the rest.
       mixed_precision: run encoder and penultimate block under
         `mixed_bfloat16` (for GPU/TPU); the head and softmaxes stay float32.
     """
@@ -83,6 +87,7 @@ class NetworkConfig(_config.DictConfig):
     dueling: bool = False
     noisy: bool = False
     noisy_sigma0: float = 0.1
+    expert_noise_in_eval: bool = True
     mixed_precision: bool = False
 
     def __post_init__(self):

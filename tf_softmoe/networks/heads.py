@@ -46,13 +46,17 @@ class QHead(tf.keras.layers.Layer):
         self.advantage = _linear(self.num_actions * atoms, noisy, sigma0, "advantage")
         self.value = _linear(atoms, noisy, sigma0, "value") if self.dueling else None
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, noise=None):
+        """Q-values or logits; `noise` is the noise source of the noisy
+        layers (see `NoisyDense`), used when `noisy` and `training`."""
         atoms = self.num_atoms or 1
         x = tf.cast(inputs, tf.float32)
-        out = tf.reshape(self.advantage(x, training=training),
-                         [-1, self.num_actions, atoms])
+        kwargs = {"training": training}
+        if self.noisy:
+            kwargs["noise"] = noise
+        out = tf.reshape(self.advantage(x, **kwargs), [-1, self.num_actions, atoms])
         if self.dueling:
-            value = tf.reshape(self.value(x, training=training), [-1, 1, atoms])
+            value = tf.reshape(self.value(x, **kwargs), [-1, 1, atoms])
             out = value + out - tf.reduce_mean(out, axis=1, keepdims=True)
         if self.num_atoms is None:
             return out[..., 0]

@@ -85,26 +85,44 @@ class PenultimateBlock(tf.keras.layers.Layer):
         else:
             self.dense = hidden_dense(width, noisy, sigma0, "hidden", dtype=policy)
 
-    def call(self, inputs, training=None, return_diagnostics=False):
+    def call(self, inputs, training=None, return_diagnostics=False, noise=None):
+        """Features `[B, F]` (and diagnostics when asked).
+
+        Args:
+          inputs: feature map `[B, h, w, C]`.
+          training: noisy layers draw noise when True. The experts' noisy
+            layers also draw it when False if `config.expert_noise_in_eval`
+            (the reference never turns their noise off).
+          return_diagnostics: also return the diagnostics dict.
+          noise: a `NetworkNoise` (None: each noisy layer draws its own).
+        """
         kind = self.config.penultimate
         diagnostics = {}
+        noisy = self.config.noisy
+        dense_kwargs = {"training": training}
+        if noisy and self.dense is not None:
+            dense_kwargs["noise"] = None if noise is None else noise.features
         if kind == "flatten":
-            features = self.dense(tf.keras.layers.Flatten()(inputs), training=training)
+            features = self.dense(tf.keras.layers.Flatten()(inputs), **dense_kwargs)
             diagnostics["hidden"] = features
         elif kind == "gap":
             pooled = tf.reduce_mean(inputs, axis=[1, 2])
-            features = self.dense(pooled, training=training)
+            features = self.dense(pooled, **dense_kwargs)
             diagnostics["hidden"] = features
         else:
             tokens = self.tokenizer(inputs)
             if self.moe is None:
-                hidden = self.dense(tokens, training=training)
+                hidden = self.dense(tokens, **dense_kwargs)
                 diagnostics["hidden"] = hidden
                 reduce = tf.reduce_sum if kind == "tokenized_sum" else tf.reduce_mean
                 features = reduce(hidden, axis=1)
             else:
-                outputs, routing = self.moe(tokens, training=training,
-                                            return_routing=True)
+                expert_training = (True if noisy and self.config.expert_noise_in_eval
+                                   else training)
+                outputs, routing = self.moe(
+                    tokens, training=expert_training,
+                    noise=None if noise is None else noise.experts,
+                    return_routing=True)
                 diagnostics.update(routing)
                 diagnostics["hidden"] = diagnostics.pop("expert_hidden")
                 m, d = outputs.shape[1], outputs.shape[2]

@@ -7,6 +7,7 @@ from tf_agents.specs import tensor_spec
 from tf_softmoe.networks import config as config_lib
 from tf_softmoe.networks import encoders
 from tf_softmoe.networks import heads
+from tf_softmoe.networks import noise as noise_lib
 from tf_softmoe.networks import penultimate
 
 
@@ -31,6 +32,12 @@ class QNetwork(network.Network):
     features fed to the head, `[B, F]`), `hidden` (the penultimate hidden
     units for dormant-neuron counts) and, for MoE blocks, the routing
     statistics. Everything is a tensor, so it runs inside XLA.
+
+    Noise (noisy configs), as the reference draws it: a pass called with
+    `training=True` and no `noise` draws fresh noise, one draw per sample,
+    one for all hidden/head layers and one shared by all experts;
+    `call(..., noise=NetworkNoise.from_seed(seed, batch_size))` fixes it (the
+    same seed gives the same noise in any network of this configuration).
 
     Args:
       input_tensor_spec: observation spec, `[H, W, C]` (uint8 frames are
@@ -115,21 +122,48 @@ class QNetwork(network.Network):
             x = x * (1.0 / 255.0)
         return x
 
+    def _pass_noise(self, observation, training, noise):
+        """The `NetworkNoise` of this pass: the one given, else fresh noise
+        with one draw per sample (the reference's acting passes), else None
+        when no noisy layer will draw."""
+        config = self._config
+        if not config.noisy or noise is not None:
+            return noise
+        if training or (config.expert_noise_in_eval
+                        and config.penultimate in config_lib.MOE_PENULTIMATES):
+            return noise_lib.NetworkNoise.fresh(batch_size=tf.shape(observation)[0])
+        return None
+
     def call_with_diagnostics(self, observation, step_type=None, network_state=(),
-                              training=False):
+                              training=False, noise=None):
         """Like `call`, but returns `(output, diagnostics)` (see class doc)."""
         del step_type, network_state  # stateless network
+        noise = self._pass_noise(observation, training, noise)
         feature_map = self._encoder(self._preprocess(observation))
         features, diagnostics = self._penultimate(
-            feature_map, training=training, return_diagnostics=True)
-        output = self._head(features, training=training)
+            feature_map, training=training, return_diagnostics=True, noise=noise)
+        output = self._head(features, training=training,
+                            noise=None if noise is None else noise.features)
         diagnostics["penultimate"] = tf.cast(features, tf.float32)
         return output, diagnostics
 
-    def call(self, observation, step_type=None, network_state=(), training=False):
+    def call(self, observation, step_type=None, network_state=(), training=False,
+             noise=None):
+        """Q-values `[B, A]` or logits `[B, A, atoms]`.
+
+        Args:
+          observation: `[B, H, W, C]` frames.
+          step_type, network_state: TF-Agents' arguments (stateless network).
+          training: the noisy layers draw noise when True (the experts' also
+            when False, if `config.expert_noise_in_eval`).
+          noise: a `NetworkNoise` fixing this pass's noise; None draws fresh
+            noise, one draw per sample.
+        """
+        noise = self._pass_noise(observation, training, noise)
         feature_map = self._encoder(self._preprocess(observation))
-        features = self._penultimate(feature_map, training=training)
-        return self._head(features, training=training), network_state
+        features = self._penultimate(feature_map, training=training, noise=noise)
+        return self._head(features, training=training,
+                          noise=None if noise is None else noise.features), network_state
 
     def as_keras_model(self):
         """A functional `tf.keras.Model` sharing this network's layers.
