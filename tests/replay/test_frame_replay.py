@@ -399,7 +399,7 @@ def test_update_priorities_moves_the_sampling_mass():
     assert np.mean(draws == 4) > 0.9
 
 
-def test_new_items_enter_at_the_max_priority_seen_so_far():
+def test_new_items_enter_at_the_max_priority_seen_when_they_were_added():
     buffer = _prioritized_buffer()
     np.testing.assert_array_equal(buffer.get_priorities(np.arange(40)),
                                   np.ones(40))
@@ -409,8 +409,10 @@ def test_new_items_enter_at_the_max_priority_seen_so_far():
     assert buffer.max_priority == 7.0
     buffer.add(frame(99), 0, 0.0, terminal=False)
     buffer.add(frame(98), 0, 0.0, terminal=False)
-    # Slots 40, 41 just became sampleable; the newest (42) is not yet.
-    assert buffer.get_priorities([40, 41, 42]).tolist() == [7.0, 7.0, 0.0]
+    # Slots 40, 41 just became sampleable (n_step=1); the newest (42) is not
+    # yet. Slot 40 was added before the update, so it enters at the max of
+    # its add (1.0), as in Dopamine; slot 41 at 7.0.
+    assert buffer.get_priorities([40, 41, 42]).tolist() == [1.0, 7.0, 0.0]
 
 
 def test_priorities_of_slots_that_stopped_being_sampleable_are_dropped():

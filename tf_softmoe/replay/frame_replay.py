@@ -45,7 +45,9 @@ time-limit cut. This excludes at most
 Prioritized replay (Dopamine's flavour; Schaul et al., 2016): a sum tree over
 the slots holds the priority of every sampleable transition and 0 elsewhere. A
 transition enters the tree when it becomes sampleable, at the largest priority
-recorded so far (initially 1.0). ``update_priorities(indices, p)`` stores
+recorded when it was added (initially 1.0; as Dopamine, which gives the
+priority at ``add`` time, although the transition becomes sampleable only
+``n_step`` adds later). ``update_priorities(indices, p)`` stores
 ``p ** priority_exponent``; Dopamine passes ``sqrt(loss + 1e-10)`` with
 exponent 1 (the default). A batch is drawn by stratified sampling (the total
 mass split into ``batch_size`` equal segments, one draw in each), and
@@ -185,6 +187,9 @@ class FrameReplayBuffer:
         # checkpoint key keeps its historical name.
         self._final_frames_stored = 0
         self._max_priority = 1.0
+        # The largest priority at the write of each of the last n_step + 1
+        # slots: a slot enters the tree n_step writes later at that value.
+        self._priority_at_write = np.ones(self._n_step + 1)
 
     # ------------------------------------------------------------------ sizes
 
@@ -455,6 +460,8 @@ class FrameReplayBuffer:
             if self._sum_tree is not None and self._sum_tree.nodes[
                     self._capacity + slot] != 0.0:
                 self._sum_tree.set_one(slot, 0.0)
+        self._priority_at_write[self._slots_written % (self._n_step + 1)] = (
+            self._max_priority)
         self._frames[slot] = frame
         self._actions[slot] = action
         self._rewards[slot] = reward
@@ -483,7 +490,8 @@ class FrameReplayBuffer:
         if ready >= 0:
             slot = ready % cap
             if not self._flags[slot] & _NOT_A_TRANSITION:
-                self._sum_tree.set_one(slot, self._max_priority)
+                self._sum_tree.set_one(
+                    slot, self._priority_at_write[ready % (self._n_step + 1)])
 
     # ---------------------------------------------------------------- sampling
 
@@ -780,6 +788,7 @@ class FrameReplayBuffer:
             "num_added": self._num_added,
             "final_frames_stored": self._final_frames_stored,
             "max_priority": self._max_priority,
+            "priority_at_write": self._priority_at_write.tolist(),
         }
 
     def _array_views(self):
@@ -879,6 +888,9 @@ class FrameReplayBuffer:
             self._num_added = int(counters["num_added"])
             self._final_frames_stored = int(counters["final_frames_stored"])
             self._max_priority = float(counters["max_priority"])
+            # Saved before this was kept: the newest slots enter at the max.
+            self._priority_at_write[:] = counters.get(
+                "priority_at_write", self._max_priority)
             self._rng.bit_generator.state = _copy_rng_state(state["rng_state"])
 
     def save(self, directory):
