@@ -10,6 +10,17 @@ from tf_softmoe.replay import BatchPrefetcher
 from tf_softmoe.replay import FrameReplayBuffer
 from tf_softmoe.replay import synthetic_transitions
 
+
+def BootstrapBuffer(*args, **kwargs):  # pylint: disable=invalid-name
+    """A buffer that bootstraps at time-limit cuts (what most tests model).
+
+    The default, Dopamine's "drop", is tested at the end of this file and in
+    tests/reference/test_replay.py.
+    """
+    kwargs.setdefault("time_limit_cut", "bootstrap")
+    return FrameReplayBuffer(*args, **kwargs)
+
+
 # 0.999 quantile of the chi-square distribution with 9 degrees of freedom.
 CHI2_9DOF_999 = 27.877
 
@@ -165,7 +176,7 @@ class ReferenceReplay:
 @pytest.mark.parametrize("n_step,stack_size", [(1, 4), (3, 4), (5, 2)])
 def test_samples_match_a_reference_model_across_wraps(prioritized, n_step,
                                                       stack_size):
-    buffer = FrameReplayBuffer(41, frame_shape=(3, 3), stack_size=stack_size,
+    buffer = BootstrapBuffer(41, frame_shape=(3, 3), stack_size=stack_size,
                                n_step=n_step, gamma=0.9,
                                prioritized=prioritized, frame_dtype=np.int32,
                                seed=5)
@@ -205,7 +216,7 @@ def _two_episode_buffer():
     13).
     Episode C: frames 21..24, no end yet (it makes the windows above complete).
     """
-    buffer = FrameReplayBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=3,
+    buffer = BootstrapBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=3,
                                gamma=0.5, seed=0)
     for k, reward in enumerate([1.0, 2.0, 3.0, 4.0]):
         buffer.add(frame(1 + k), k, reward, terminal=k == 3)
@@ -246,7 +257,7 @@ def test_n_step_targets_by_hand_with_a_terminal_and_a_truncation():
 
 
 def test_a_terminal_with_next_frame_gives_the_true_final_observation():
-    buffer = FrameReplayBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=1,
+    buffer = BootstrapBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=1,
                                gamma=0.9, seed=0)
     buffer.add(frame(1), 0, 1.0, terminal=False)
     buffer.add(frame(2), 0, 1.0, terminal=True, next_frame=frame(3))
@@ -259,7 +270,7 @@ def test_a_terminal_with_next_frame_gives_the_true_final_observation():
 
 def test_stacks_are_zero_padded_at_episode_starts_also_after_wrap_around():
     capacity = 10
-    buffer = FrameReplayBuffer(capacity, frame_shape=(3, 3), stack_size=4,
+    buffer = BootstrapBuffer(capacity, frame_shape=(3, 3), stack_size=4,
                                n_step=1, seed=0)
     value = 0
     # 11 steps of one long episode fill slots 0..9 and wrap to slot 0; the
@@ -283,7 +294,7 @@ def test_stacks_are_zero_padded_at_episode_starts_also_after_wrap_around():
 
 def test_an_episode_starting_in_slot_zero_after_wrap_hides_the_old_lap():
     capacity = 8
-    buffer = FrameReplayBuffer(capacity, frame_shape=(3, 3), stack_size=3,
+    buffer = BootstrapBuffer(capacity, frame_shape=(3, 3), stack_size=3,
                                n_step=1, seed=0)
     for k in range(8):
         buffer.add(frame(1 + k), 0, 0.0, terminal=k == 7)
@@ -295,7 +306,7 @@ def test_an_episode_starting_in_slot_zero_after_wrap_hides_the_old_lap():
 
 def test_circular_overwrite_drops_the_oldest_and_excludes_near_the_cursor():
     capacity, stack_size, n_step = 12, 4, 2
-    buffer = FrameReplayBuffer(capacity, frame_shape=(3, 3),
+    buffer = BootstrapBuffer(capacity, frame_shape=(3, 3),
                                stack_size=stack_size, n_step=n_step, seed=3)
     for k in range(30):
         buffer.add(frame(1 + k), k % 5, 1.0, terminal=False)
@@ -323,7 +334,7 @@ def test_circular_overwrite_drops_the_oldest_and_excludes_near_the_cursor():
 def _prioritized_buffer(priority_exponent=1.0, importance_exponent=0.5,
                         seed=0):
     """40 sampleable transitions in slots 0..39 (slot 40 awaits its next)."""
-    buffer = FrameReplayBuffer(64, frame_shape=(3, 3), stack_size=2, n_step=1,
+    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=2, n_step=1,
                                prioritized=True,
                                priority_exponent=priority_exponent,
                                importance_exponent=importance_exponent,
@@ -388,7 +399,7 @@ def test_update_priorities_moves_the_sampling_mass():
     assert np.mean(draws == 4) > 0.9
 
 
-def test_new_items_enter_at_the_max_priority_seen_so_far():
+def test_new_items_enter_at_the_max_priority_seen_when_they_were_added():
     buffer = _prioritized_buffer()
     np.testing.assert_array_equal(buffer.get_priorities(np.arange(40)),
                                   np.ones(40))
@@ -398,12 +409,14 @@ def test_new_items_enter_at_the_max_priority_seen_so_far():
     assert buffer.max_priority == 7.0
     buffer.add(frame(99), 0, 0.0, terminal=False)
     buffer.add(frame(98), 0, 0.0, terminal=False)
-    # Slots 40, 41 just became sampleable; the newest (42) is not yet.
-    assert buffer.get_priorities([40, 41, 42]).tolist() == [7.0, 7.0, 0.0]
+    # Slots 40, 41 just became sampleable (n_step=1); the newest (42) is not
+    # yet. Slot 40 was added before the update, so it enters at the max of
+    # its add (1.0), as in Dopamine; slot 41 at 7.0.
+    assert buffer.get_priorities([40, 41, 42]).tolist() == [1.0, 7.0, 0.0]
 
 
 def test_priorities_of_slots_that_stopped_being_sampleable_are_dropped():
-    buffer = FrameReplayBuffer(10, frame_shape=(3, 3), stack_size=3, n_step=1,
+    buffer = BootstrapBuffer(10, frame_shape=(3, 3), stack_size=3, n_step=1,
                                prioritized=True, seed=0)
     for k in range(9):
         buffer.add(frame(1 + k), 0, 0.0, terminal=False)
@@ -419,7 +432,7 @@ def test_priorities_of_slots_that_stopped_being_sampleable_are_dropped():
 
 
 def test_sum_tree_holds_mass_exactly_on_sampleable_slots_with_truncations():
-    buffer = FrameReplayBuffer(23, frame_shape=(2, 2), stack_size=4, n_step=3,
+    buffer = BootstrapBuffer(23, frame_shape=(2, 2), stack_size=4, n_step=3,
                                prioritized=True, seed=0)
     rng = np.random.default_rng(2)
     for k in range(200):
@@ -441,7 +454,7 @@ def test_sum_tree_holds_mass_exactly_on_sampleable_slots_with_truncations():
 def test_state_dict_and_save_load_give_identical_later_samples(tmp_path,
                                                                prioritized):
     def build():
-        buffer = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+        buffer = BootstrapBuffer(30, frame_shape=(4, 4), stack_size=4,
                                    n_step=3, prioritized=prioritized, seed=9)
         frames, actions, rewards, terminals = synthetic_transitions(
             0, 45, (4, 4), np.uint8, episode_length=7)
@@ -477,11 +490,11 @@ def test_state_dict_and_save_load_give_identical_later_samples(tmp_path,
     assert not [p for p in os.listdir(path) if ".tmp" in p]
     expected = continue_run(original)
 
-    from_state = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+    from_state = BootstrapBuffer(30, frame_shape=(4, 4), stack_size=4,
                                    n_step=3, prioritized=prioritized, seed=123)
     from_state.load_state_dict(state)
     loaded = FrameReplayBuffer.load(str(path))
-    restored = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+    restored = BootstrapBuffer(30, frame_shape=(4, 4), stack_size=4,
                                  n_step=3, prioritized=prioritized, seed=0)
     restored.restore(str(path))
     for other in (from_state, loaded, restored):
@@ -493,8 +506,8 @@ def test_state_dict_and_save_load_give_identical_later_samples(tmp_path,
 
 
 def test_load_state_dict_rejects_other_settings():
-    buffer = FrameReplayBuffer(30, frame_shape=(4, 4), n_step=3)
-    other = FrameReplayBuffer(30, frame_shape=(4, 4), n_step=1)
+    buffer = BootstrapBuffer(30, frame_shape=(4, 4), n_step=3)
+    other = BootstrapBuffer(30, frame_shape=(4, 4), n_step=1)
     with pytest.raises(ValueError, match="n_step: saved 3, buffer 1"):
         other.load_state_dict(buffer.state_dict())
 
@@ -509,7 +522,7 @@ def test_restore_from_an_empty_directory_says_what_is_missing(tmp_path):
 
 
 def test_nbytes_counts_every_array_and_matches_the_layout():
-    buffer = FrameReplayBuffer(100, prioritized=True)
+    buffer = BootstrapBuffer(100, prioritized=True)
     arrays = [buffer._frames, buffer._actions, buffer._rewards, buffer._flags,
               buffer.sum_tree.nodes]
     assert buffer.nbytes() == sum(a.nbytes for a in arrays)
@@ -531,7 +544,7 @@ def test_a_million_slots_fit_7200_bytes_each_and_are_allocated_lazily():
         pytest.skip("resident memory is read from /proc")
     before = _resident_bytes()
     try:
-        buffer = FrameReplayBuffer(capacity, prioritized=True)
+        buffer = BootstrapBuffer(capacity, prioritized=True)
     except MemoryError:
         pytest.skip("this machine refuses a 7 GB (lazily backed) allocation")
     per_transition = buffer.nbytes() / capacity
@@ -550,7 +563,7 @@ def test_a_million_slots_fit_7200_bytes_each_and_are_allocated_lazily():
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_fill_for_benchmark_equals_adding_one_by_one(prioritized):
     def make():
-        return FrameReplayBuffer(50, frame_shape=(5, 6), stack_size=4,
+        return BootstrapBuffer(50, frame_shape=(5, 6), stack_size=4,
                                  n_step=3, prioritized=prioritized, seed=1)
 
     bulk, stepwise = make(), make()
@@ -574,7 +587,7 @@ def test_fill_for_benchmark_equals_adding_one_by_one(prioritized):
 
 
 def test_truncate_open_episode_makes_the_last_frame_the_final_observation():
-    buffer = FrameReplayBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=2,
+    buffer = BootstrapBuffer(20, frame_shape=(3, 3), stack_size=2, n_step=2,
                                gamma=0.5, seed=0)
     for k in range(3):
         buffer.add(frame(1 + k), 0, 1.0, terminal=False)
@@ -595,7 +608,7 @@ def test_truncate_open_episode_makes_the_last_frame_the_final_observation():
 
 
 def test_batch_prefetcher_yields_batches_while_the_collector_adds():
-    buffer = FrameReplayBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
+    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
                                prioritized=True, seed=0)
     for k in range(40):
         buffer.add(frame(1 + k % 200), 0, 1.0, terminal=k % 13 == 12)
@@ -608,13 +621,13 @@ def test_batch_prefetcher_yields_batches_while_the_collector_adds():
 
 
 def test_batch_prefetcher_refuses_to_start_before_the_warm_up():
-    buffer = FrameReplayBuffer(64, frame_shape=(3, 3))
+    buffer = BootstrapBuffer(64, frame_shape=(3, 3))
     with pytest.raises(ValueError, match="cannot sample a batch of 8 yet"):
         BatchPrefetcher(buffer, 8)
 
 
 def test_as_tf_dataset_yields_batches_of_the_declared_spec():
-    buffer = FrameReplayBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
+    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
                                prioritized=True, seed=0)
     for k in range(40):
         buffer.add(frame(1 + k), k % 4, 1.0, terminal=False)
@@ -632,7 +645,7 @@ def test_as_tf_dataset_yields_batches_of_the_declared_spec():
 
 
 def test_sampling_too_early_reports_have_and_need():
-    buffer = FrameReplayBuffer(100, frame_shape=(3, 3), n_step=3)
+    buffer = BootstrapBuffer(100, frame_shape=(3, 3), n_step=3)
     for k in range(6):
         buffer.add(frame(k), 0, 0.0, terminal=False)
     assert not buffer.can_sample(4)
@@ -643,7 +656,7 @@ def test_sampling_too_early_reports_have_and_need():
 
 
 def test_bad_frames_name_both_shapes_and_dtypes():
-    buffer = FrameReplayBuffer(100, frame_shape=(84, 84))
+    buffer = BootstrapBuffer(100, frame_shape=(84, 84))
     with pytest.raises(ValueError, match=r"shape \(84, 84, 4\).*\(84, 84\)"):
         buffer.add(np.zeros((84, 84, 4), np.uint8), 0, 0.0, False)
     with pytest.raises(ValueError, match=r"dtype float32.*dtype uint8"):
@@ -655,7 +668,7 @@ def test_bad_frames_name_both_shapes_and_dtypes():
 
 
 def test_other_bad_input_is_rejected_with_the_fix():
-    buffer = FrameReplayBuffer(100, frame_shape=(3, 3))
+    buffer = BootstrapBuffer(100, frame_shape=(3, 3))
     good = frame(1)
     with pytest.raises(ValueError, match="truncated=True needs next_frame"):
         buffer.add(good, 0, 0.0, terminal=False, truncated=True)
@@ -670,9 +683,9 @@ def test_other_bad_input_is_rejected_with_the_fix():
     with pytest.raises(ValueError, match="prioritized=True"):
         buffer.update_priorities([0], [1.0])
     with pytest.raises(ValueError, match="too small"):
-        FrameReplayBuffer(5, stack_size=4, n_step=1)
+        BootstrapBuffer(5, stack_size=4, n_step=1)
     with pytest.raises(ValueError, match="gamma"):
-        FrameReplayBuffer(100, gamma=1.5)
+        BootstrapBuffer(100, gamma=1.5)
     # A terminal step needs no next_frame, even when also truncated.
     buffer.add(good, 0, 0.0, terminal=True, truncated=True)
     prioritized = _prioritized_buffer()
@@ -710,3 +723,48 @@ def test_interleave_planes_paths_agree_with_moveaxis(dtype, depth):
     if _cv2() is not None and dtype != np.int64 and depth > 1:
         np.testing.assert_array_equal(
             interleave_planes(planes, use_opencv=True), want)
+
+
+# --------------------------------------------------------------------------
+# time_limit_cut="drop" (the default, Dopamine's behaviour).
+
+
+def test_drop_is_the_default_and_a_cut_drops_the_last_n_step_transitions():
+    buffer = FrameReplayBuffer(40, frame_shape=(3, 3), stack_size=2, n_step=3)
+    assert buffer.time_limit_cut == "drop"
+    for t in range(6):
+        buffer.add(frame(t + 1), t, 1.0, False, truncated=t == 5)
+    for t in range(5):
+        buffer.add(frame(50 + t), t, 0.0, t == 4)
+    # Episode one: slots 0..5, the last three (3, 4, 5) reach the cut.
+    assert buffer.is_sampleable(np.arange(6)).tolist() == [
+        True, True, True, False, False, False]
+    batch = buffer.get_transitions(np.array([2]))
+    assert newest(batch["next_state"]).tolist() == [[5, 6]]
+    assert batch["discount"][0] == pytest.approx(0.99 ** 3)
+    assert len(buffer) == 8
+
+
+def test_drop_closes_an_abandoned_episode_like_a_cut():
+    buffer = FrameReplayBuffer(40, frame_shape=(3, 3), stack_size=2, n_step=2)
+    for t in range(5):
+        buffer.add(frame(t + 1), t, 1.0, False)
+    assert buffer.truncate_open_episode()
+    for t in range(4):
+        buffer.add(frame(60 + t), t, 0.0, t == 3)
+    assert buffer.is_sampleable(np.arange(5)).tolist() == [
+        True, True, True, False, False]
+    assert newest(buffer.get_transitions(np.array([5]))["state"]).tolist() == [
+        [0, 60]]
+
+
+def test_drop_needs_no_final_frame_and_rejects_an_unknown_mode(tmp_path):
+    buffer = FrameReplayBuffer(40, frame_shape=(3, 3), stack_size=2, n_step=1)
+    buffer.add(frame(1), 0, 0.0, False)
+    buffer.add(frame(2), 0, 0.0, False, truncated=True,
+               next_frame=frame(3))  # ignored: nothing bootstraps from it
+    assert buffer.num_added == 2 and len(buffer) == 1
+    buffer.save(str(tmp_path))
+    assert FrameReplayBuffer.load(str(tmp_path)).time_limit_cut == "drop"
+    with pytest.raises(ValueError, match="time_limit_cut"):
+        FrameReplayBuffer(40, frame_shape=(3, 3), time_limit_cut="ignore")

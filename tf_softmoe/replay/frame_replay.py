@@ -7,8 +7,12 @@ time from the ``stack_size`` consecutive slots ending at its index, with every
 frame from before the episode's first slot replaced by zeros, so an episode's
 first state is ``[0, 0, 0, f0]`` (what the environment wrapper shows the
 agent) and no stack ever mixes two episodes. When an episode is cut
-(``truncated``) the caller passes the newest frame of the final observation; it
-goes into an extra *final-frame slot* that is never sampled as a transition but
+(``truncated``, a time limit) what follows depends on ``time_limit_cut``:
+``"drop"`` (the default, Dopamine's behaviour) makes the episode's last
+``n_step`` transitions unsampleable, since their n-step window reaches the cut
+and no later frame is known; ``"bootstrap"`` keeps them and bootstraps from
+the final observation, whose newest frame the caller passes and which goes
+into an extra *final-frame slot* that is never sampled as a transition but
 completes the last transition's next state. At capacity 1 M with 84x84 uint8
 frames the buffer holds 7 056 B of frame + 4 B action + 4 B reward + 1 B flags
 per slot, plus 16 B of sum tree when prioritized: about 7.08 KB per
@@ -20,22 +24,30 @@ n-step targets are computed at sampling time. For index ``t`` the window is
 
     reward   = sum_{k < n'} gamma^k r_{t+k}
     discount = 0                if the window ends at a terminal
-               gamma^{n'}       otherwise (also at a truncation: bootstrap)
+               gamma^{n'}       otherwise (n' < n_step only at a terminal,
+                                or at a truncation with "bootstrap")
     next_state = the state at t + n' (the final observation at a truncation;
                  a valid all-in-one-episode stack, but irrelevant, after a
                  terminal).
+
+So with the default ``time_limit_cut="drop"`` every non-terminal target uses
+``gamma^n_step``, as Dopamine's agents do (they multiply by the constant
+``cumulative_gamma``).
 
 Sampleable indices. Counting slots from the oldest stored one, an index is
 sampleable when (a) at least ``n_step`` slots were written after it (its window
 and next-state frame exist), (b) once the buffer has wrapped, it is not among
 the ``stack_size - 1`` oldest slots (their stacks would reach into overwritten
-slots), and (c) it is not a final-frame slot. This excludes at most
+slots), and (c) it is neither a final-frame slot nor a transition dropped at a
+time-limit cut. This excludes at most
 ``n_step + stack_size - 1`` transitions, as Dopamine does.
 
 Prioritized replay (Dopamine's flavour; Schaul et al., 2016): a sum tree over
 the slots holds the priority of every sampleable transition and 0 elsewhere. A
 transition enters the tree when it becomes sampleable, at the largest priority
-recorded so far (initially 1.0). ``update_priorities(indices, p)`` stores
+recorded when it was added (initially 1.0; as Dopamine, which gives the
+priority at ``add`` time, although the transition becomes sampleable only
+``n_step`` adds later). ``update_priorities(indices, p)`` stores
 ``p ** priority_exponent``; Dopamine passes ``sqrt(loss + 1e-10)`` with
 exponent 1 (the default). A batch is drawn by stratified sampling (the total
 mass split into ``batch_size`` equal segments, one draw in each), and
@@ -74,7 +86,14 @@ TERMINAL = 1        # The env reached a terminal state after the action.
 TRUNCATED = 2       # The episode was cut after the action (time limit).
 EPISODE_START = 4   # The slot's frame is the first frame of an episode.
 FINAL_FRAME = 8     # The slot holds only an episode's final frame.
+CUT = 16            # The slot's transition was dropped at a time-limit cut.
 _EPISODE_END = TERMINAL | TRUNCATED
+# Slots whose own transition is never sampled (their frames still fill
+# stacks).
+_NOT_A_TRANSITION = FINAL_FRAME | CUT
+
+# What happens to the last transitions of an episode cut by a time limit.
+TIME_LIMIT_CUTS = ("drop", "bootstrap")
 
 _FORMAT_VERSION = 1
 _MANIFEST = "replay_buffer.json"
@@ -102,6 +121,12 @@ class FrameReplayBuffer:
         importance_exponent: ``beta`` of the importance weights.
         frame_dtype: dtype of stored frames (and of sampled states).
         seed: seed of the sampling RNG (``numpy.random.default_rng``).
+        time_limit_cut: ``"drop"`` (default, as Dopamine's
+            ``OutOfGraphReplayBuffer``, which the labs/moes configs bind): the
+            last ``n_step`` transitions of an episode cut by a time limit are
+            never sampled. ``"bootstrap"``: they are kept, with a shorter
+            window that bootstraps from the final observation
+            (``gamma^n'``); ``add`` then needs ``next_frame`` at a cut.
 
     Raises:
         ValueError: on invalid arguments, naming the argument and the fix.
@@ -109,7 +134,8 @@ class FrameReplayBuffer:
 
     def __init__(self, capacity, frame_shape=(84, 84), stack_size=4, n_step=1,
                  gamma=0.99, prioritized=False, priority_exponent=1.0,
-                 importance_exponent=0.5, frame_dtype=np.uint8, seed=None):
+                 importance_exponent=0.5, frame_dtype=np.uint8, seed=None,
+                 time_limit_cut="drop"):
         self._stack_size = _positive_int(stack_size, "stack_size")
         self._n_step = _positive_int(n_step, "n_step")
         capacity = _positive_int(capacity, "capacity")
@@ -130,6 +156,12 @@ class FrameReplayBuffer:
                                                 "priority_exponent")
         self._importance_exponent = _non_negative(importance_exponent,
                                                   "importance_exponent")
+        if time_limit_cut not in TIME_LIMIT_CUTS:
+            raise ValueError(
+                f"time_limit_cut must be one of {TIME_LIMIT_CUTS}, got "
+                f"{time_limit_cut!r}: 'drop' (Dopamine's behaviour) or "
+                f"'bootstrap'.")
+        self._time_limit_cut = time_limit_cut
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
 
@@ -151,8 +183,13 @@ class FrameReplayBuffer:
 
         self._slots_written = 0
         self._num_added = 0
+        # Slots that are not transitions (final frames and cut tails); the
+        # checkpoint key keeps its historical name.
         self._final_frames_stored = 0
         self._max_priority = 1.0
+        # The largest priority at the write of each of the last n_step + 1
+        # slots: a slot enters the tree n_step writes later at that value.
+        self._priority_at_write = np.ones(self._n_step + 1)
 
     # ------------------------------------------------------------------ sizes
 
@@ -228,6 +265,10 @@ class FrameReplayBuffer:
         return self._prioritized
 
     @property
+    def time_limit_cut(self):
+        return self._time_limit_cut
+
+    @property
     def num_added(self):
         """Number of ``add`` calls since creation (grows past ``capacity``)."""
         return self._num_added
@@ -243,7 +284,11 @@ class FrameReplayBuffer:
         return self._sum_tree
 
     def __len__(self):
-        """Transitions currently stored (final-frame slots not counted)."""
+        """Transitions currently stored.
+
+        Final-frame slots and transitions dropped at a time-limit cut are not
+        counted.
+        """
         with self._lock:
             size = min(self._slots_written, self._capacity)
             return size - self._final_frames_stored
@@ -259,7 +304,7 @@ class FrameReplayBuffer:
             excluded = (oldest + np.concatenate(
                 [np.arange(0, lo), np.arange(hi, size)])) % self._capacity
             finals_excluded = int(np.count_nonzero(
-                self._flags[excluded] & FINAL_FRAME))
+                self._flags[excluded] & _NOT_A_TRANSITION))
             return (hi - lo) - (self._final_frames_stored - finals_excluded)
 
     def can_sample(self, batch_size):
@@ -278,7 +323,8 @@ class FrameReplayBuffer:
                 f"frame_shape={self._frame_shape}, "
                 f"stack_size={self._stack_size}, "
                 f"n_step={self._n_step}, gamma={self._gamma}, "
-                f"prioritized={self._prioritized}, stored={len(self)}, "
+                f"prioritized={self._prioritized}, "
+                f"time_limit_cut={self._time_limit_cut!r}, stored={len(self)}, "
                 f"num_added={self._num_added})")
 
     # ------------------------------------------------------------------ adding
@@ -300,9 +346,13 @@ class FrameReplayBuffer:
             terminal: True iff the environment reached a terminal state after
                 ``action`` (the target then does not bootstrap).
             truncated: True iff the episode was cut after ``action`` (e.g. time
-                limit); the target still bootstraps from ``next_frame``.
+                limit). With ``time_limit_cut="drop"`` the episode's last
+                ``n_step`` transitions become unsampleable; with
+                ``"bootstrap"`` their targets bootstrap from ``next_frame``.
             next_frame: the newest frame of the final observation. Required
-                when ``truncated`` (and not ``terminal``); optional when
+                when ``truncated`` (and not ``terminal``) under
+                ``time_limit_cut="bootstrap"``, ignored under ``"drop"``
+                (nothing bootstraps from it there); optional when
                 ``terminal`` (then the sampled next state is the true final
                 observation rather than an irrelevant stand-in); not allowed
                 mid-episode, where the next ``add`` supplies that frame.
@@ -327,11 +377,15 @@ class FrameReplayBuffer:
                     "supplies that frame. Pass next_frame only with terminal "
                     "or truncated.")
             next_frame = self._check_frame(next_frame, "next_frame")
-        elif truncated and not terminal:
+        elif (truncated and not terminal
+              and self._time_limit_cut == "bootstrap"):
             raise ValueError(
                 "truncated=True needs next_frame (the newest frame of the "
                 "final observation) so the last transition can bootstrap from "
-                "it.")
+                "it (time_limit_cut='bootstrap').")
+        cut = truncated and not terminal and self._time_limit_cut == "drop"
+        if cut:
+            next_frame = None
         with self._lock:
             flags = ((TERMINAL if terminal else 0)
                      | (TRUNCATED if truncated else 0))
@@ -339,6 +393,8 @@ class FrameReplayBuffer:
                 flags |= EPISODE_START
             self._write_slot(frame, action, reward, flags)
             self._num_added += 1
+            if cut:
+                self._drop_cut_tail()
             if next_frame is not None:
                 self._write_slot(next_frame, 0, 0.0, FINAL_FRAME)
 
@@ -360,6 +416,10 @@ class FrameReplayBuffer:
             flags = int(self._flags[newest])
             if flags & (_EPISODE_END | FINAL_FRAME):
                 return False
+            if self._time_limit_cut == "drop":
+                self._flags[newest] = flags | TRUNCATED
+                self._drop_cut_tail()
+                return True
             # The newest slot is never sampleable (n_step >= 1), so it holds no
             # priority in the sum tree and turning it into a final frame needs
             # no tree update.
@@ -370,6 +430,22 @@ class FrameReplayBuffer:
                 self._flags[previous] |= TRUNCATED
             return True
 
+    def _drop_cut_tail(self):
+        """Marks the newest episode's last n_step transitions as dropped.
+
+        Their windows reach the time-limit cut, after which no frame is
+        known. None of them is in the sum tree yet: a slot enters it only
+        once n_step later slots exist.
+        """
+        for back in range(min(self._n_step, self._slots_written)):
+            slot = (self._slots_written - 1 - back) % self._capacity
+            flags = int(self._flags[slot])
+            if not flags & _NOT_A_TRANSITION:
+                self._flags[slot] = flags | CUT
+                self._final_frames_stored += 1
+            if flags & EPISODE_START:
+                break
+
     def _next_add_starts_episode(self):
         if self._slots_written == 0:
             return True
@@ -379,11 +455,13 @@ class FrameReplayBuffer:
     def _write_slot(self, frame, action, reward, flags):
         slot = self._slots_written % self._capacity
         if self._slots_written >= self._capacity:
-            if self._flags[slot] & FINAL_FRAME:
+            if self._flags[slot] & _NOT_A_TRANSITION:
                 self._final_frames_stored -= 1
             if self._sum_tree is not None and self._sum_tree.nodes[
                     self._capacity + slot] != 0.0:
                 self._sum_tree.set_one(slot, 0.0)
+        self._priority_at_write[self._slots_written % (self._n_step + 1)] = (
+            self._max_priority)
         self._frames[slot] = frame
         self._actions[slot] = action
         self._rewards[slot] = reward
@@ -411,8 +489,9 @@ class FrameReplayBuffer:
         ready = self._slots_written - 1 - self._n_step
         if ready >= 0:
             slot = ready % cap
-            if not self._flags[slot] & FINAL_FRAME:
-                self._sum_tree.set_one(slot, self._max_priority)
+            if not self._flags[slot] & _NOT_A_TRANSITION:
+                self._sum_tree.set_one(
+                    slot, self._priority_at_write[ready % (self._n_step + 1)])
 
     # ---------------------------------------------------------------- sampling
 
@@ -433,7 +512,8 @@ class FrameReplayBuffer:
             oldest, lo, hi = self._sampleable_range()
             position = (indices - oldest) % self._capacity
             in_range = (position >= lo) & (position < hi)
-            return in_range & ((self._flags[indices] & FINAL_FRAME) == 0)
+            return in_range & ((self._flags[indices] & _NOT_A_TRANSITION)
+                               == 0)
 
     def sample(self, batch_size):
         """Draws a batch of n-step transitions with rebuilt frame stacks.
@@ -535,12 +615,12 @@ class FrameReplayBuffer:
         indices = (oldest + positions) % self._capacity
         # Final-frame slots are rare (one per truncated episode), so redrawing
         # the few that land on one terminates quickly.
-        rejected = (self._flags[indices] & FINAL_FRAME) != 0
+        rejected = (self._flags[indices] & _NOT_A_TRANSITION) != 0
         while rejected.any():
             count = int(np.count_nonzero(rejected))
             positions = self._rng.integers(lo, hi, size=count)
             indices[rejected] = (oldest + positions) % self._capacity
-            rejected = (self._flags[indices] & FINAL_FRAME) != 0
+            rejected = (self._flags[indices] & _NOT_A_TRANSITION) != 0
         return indices.astype(np.int64)
 
     def _gather(self, indices):
@@ -699,6 +779,7 @@ class FrameReplayBuffer:
             "priority_exponent": self._priority_exponent,
             "importance_exponent": self._importance_exponent,
             "frame_dtype": self._frame_dtype.str,
+            "time_limit_cut": self._time_limit_cut,
         }
 
     def _counters(self):
@@ -707,6 +788,7 @@ class FrameReplayBuffer:
             "num_added": self._num_added,
             "final_frames_stored": self._final_frames_stored,
             "max_priority": self._max_priority,
+            "priority_at_write": self._priority_at_write.tolist(),
         }
 
     def _array_views(self):
@@ -761,7 +843,9 @@ class FrameReplayBuffer:
         mismatched = []
         mine = self._config()
         for key, value in mine.items():
-            theirs = state["config"].get(key)
+            # Buffers saved before the switch existed bootstrapped at cuts.
+            theirs = state["config"].get(
+                key, "bootstrap" if key == "time_limit_cut" else None)
             if key == "frame_shape":
                 theirs = list(theirs) if theirs is not None else None
             if theirs != value:
@@ -804,6 +888,9 @@ class FrameReplayBuffer:
             self._num_added = int(counters["num_added"])
             self._final_frames_stored = int(counters["final_frames_stored"])
             self._max_priority = float(counters["max_priority"])
+            # Saved before this was kept: the newest slots enter at the max.
+            self._priority_at_write[:] = counters.get(
+                "priority_at_write", self._max_priority)
             self._rng.bit_generator.state = _copy_rng_state(state["rng_state"])
 
     def save(self, directory):
@@ -882,6 +969,7 @@ class FrameReplayBuffer:
         config = dict(state["config"])
         config["frame_shape"] = tuple(config["frame_shape"])
         config["frame_dtype"] = np.dtype(config["frame_dtype"])
+        config.setdefault("time_limit_cut", "bootstrap")
         buffer = cls(**config)
         buffer.load_state_dict(state)
         return buffer
