@@ -71,7 +71,11 @@ def _config(case):
         if case["embedding"]:
             kwargs["patch_embedding_dim"] = case["embedding"]
     if case["agent"] == "rainbow":
-        kwargs.update(head="c51", num_atoms=NUM_ATOMS, dueling=True, noisy=True)
+        # Noise off on both sides: the reference runs with gin's
+        # `ExpertModel.eval_mode=True`, so our experts must not stay noisy in
+        # evaluation either (their default, as the reference's networks run).
+        kwargs.update(head="c51", num_atoms=NUM_ATOMS, dueling=True, noisy=True,
+                      expert_noise_in_eval=False)
     return NetworkConfig(**kwargs)
 
 
