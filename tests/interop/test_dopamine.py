@@ -45,9 +45,11 @@ for _i, _units in ((0, 3 * 51), (1, 51)):
     for _name, _shape in (("kernel_mu", (7744, _units)), ("kernel_sigma", (7744, _units)),
                           ("bias_mu", (_units,)), ("bias_sigma", (_units,))):
         RAINBOW_MOE[f"NoisyNetwork_{_i}/{_name}"] = _shape
+# Experts without evaluation noise, so that outputs are deterministic and
+# comparable across save/load (by default they stay noisy, as the reference's).
 RAINBOW_MOE_CONFIG = NetworkConfig(
     encoder="nature", penultimate="topk_moe", num_experts=2, hidden_units=8,
-    head="c51", num_atoms=51, dueling=True, noisy=True)
+    head="c51", num_atoms=51, dueling=True, noisy=True, expert_noise_in_eval=False)
 
 
 def random_tree(shapes, seed=0):
