@@ -28,11 +28,9 @@ Examples:
         --games=Breakout,Qbert --seeds=0,1 -- --num_iterations=2 \
         --steps_per_iteration=500
 
-Default number of workers: min(cores // 2, available memory // memory of the
-largest run), at least 1. A run's memory is its replay buffer (frames stored
-once: ~7 KB per transition, 7.2 GB at 1 M) plus ~2 GB for TensorFlow; a
-training process keeps about two cores busy (environment + learner). On a
-GPU machine all workers share the accelerator: set --workers yourself.
+Default workers: min(cores // 2, available memory // memory of the largest
+run (its replay, ~7 KB per transition, + ~2 GB)), at least 1. On a GPU
+machine all workers share the accelerator: set --workers yourself.
 
 Compute estimate (--dry_run): remaining agent steps of every run divided by
 a measured rate in agent steps per second: the median `train_steps_per_second`
@@ -40,8 +38,7 @@ of finished iterations in the metrics.csv files under the sweep root (and
 --rates_from), per condition; or a short probe run per condition
 (--probe_steps); or --steps_per_second. Each run start adds --startup_seconds
 (TensorFlow start, graph tracing, the final export).
-
-The library behind it: tf_softmoe.runs (conditions, sweep, backends).
+Library: tf_softmoe.runs (conditions, sweep, backends.local).
 """
 
 import argparse
