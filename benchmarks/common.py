@@ -66,8 +66,6 @@ def write_json(path, name, rows, **extra):
     os.makedirs(directory, exist_ok=True)
     payload = {"benchmark": name, "machine": machine_info(), "rows": rows}
     payload.update(extra)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    from tf_softmoe import _files  # pylint: disable=import-outside-toplevel
+    _files.atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True))
     print(f"wrote {path}")

@@ -28,6 +28,8 @@ import tensorflow as tf  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from tf_softmoe import agents  # noqa: E402
+from tf_softmoe.metrics import atari_scores  # noqa: E402
+from tf_softmoe.runs import run_directory  # noqa: E402
 from tf_softmoe.train import checkpoints  # noqa: E402
 from tf_softmoe.train import experiment  # noqa: E402
 from tf_softmoe.train import learner  # noqa: E402
@@ -90,10 +92,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if bool(FLAGS.root_dir) == bool(FLAGS.policy_dir):
         raise app.UsageError("Give exactly one of --root_dir or --policy_dir.")
-    root_dir = FLAGS.root_dir or os.path.dirname(os.path.abspath(FLAGS.policy_dir))
+    run = (run_directory.RunDirectory(FLAGS.root_dir) if FLAGS.root_dir
+           else run_directory.RunDirectory.of_policy(FLAGS.policy_dir))
     try:
-        config = experiment.read_stored_config(root_dir)
-    except FileNotFoundError as error:
+        config = run.read_config()
+    except (FileNotFoundError, run_directory.RunDirectoryError) as error:
         raise app.UsageError(str(error)) from error
     epsilon = config.agent.epsilon_eval if FLAGS.epsilon is None else FLAGS.epsilon
     env = experiment.make_environment(config, FLAGS.seed)
@@ -103,7 +106,7 @@ def main(argv):
         source = FLAGS.policy_dir
     else:
         try:
-            _, agent, source = experiment.load_agent(root_dir, FLAGS.checkpoint)
+            _, agent, source = experiment.load_agent(run.path, FLAGS.checkpoint)
         except checkpoints.CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -127,8 +130,12 @@ def main(argv):
         print("No episode finished before --max_steps; raise it to score the agent.")
     else:
         mean = float(np.mean(returns))
-        hns = experiment.human_normalized(config.game, mean)
-        print(f"mean raw return {mean:.2f}; human-normalised {hns:.4f}")
+        if atari_scores.has_human_score(config.game):
+            hns = atari_scores.human_normalized_score(config.game, mean)
+            print(f"mean raw return {mean:.2f}; human-normalised {hns:.4f}")
+        else:
+            print(f"mean raw return {mean:.2f}; {config.game} has no human reference "
+                  "score, so no human-normalised score")
     return 0
 
 

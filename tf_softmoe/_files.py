@@ -7,8 +7,10 @@ import uuid
 
 def atomic_write(path, write):
     """Calls `write(binary_file)` on a temporary file beside `path`, fsyncs
-    it and renames it over `path`; on any error the temporary file is
-    removed and `path` is left as it was."""
+    it, renames it over `path` and fsyncs the directory (so the rename
+    survives a crash too); on any error the temporary file is removed and
+    `path` is left as it was. Every atomic write of the project goes
+    through here."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:
@@ -16,6 +18,7 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_directory(os.path.dirname(os.path.abspath(path)))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

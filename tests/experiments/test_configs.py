@@ -13,11 +13,11 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from experiments import sweep
+from tf_softmoe.runs import conditions
 from tf_softmoe import agents
 from tf_softmoe import networks
 
-FLAGFILES = sweep.all_flagfiles()
+FLAGFILES = conditions.all_flagfiles()
 NAME = re.compile(
     r"(?P<agent>dqn|rainbow|der)_(?P<encoder>nature|impala)_"
     r"(?P<block>flatten_x\d+|softmoe\d+|scaled_softmoe1|tokenized_(?:sum|avg)_x\d+|"
@@ -51,7 +51,7 @@ def expected_network(match):
 
 
 def test_the_conditions_of_the_issue_exist():
-    names = {sweep.condition_name(path) for path in FLAGFILES}
+    names = {conditions.condition_name(path) for path in FLAGFILES}
     blocks = ("flatten_x1", "flatten_x4", "softmoe1", "softmoe4", "softmoe8",
               "scaled_softmoe1", "tokenized_sum_x1", "tokenized_sum_x4",
               "tokenized_avg_x1", "tokenized_avg_x4", "gap_x1", "gap_x4", "top1_moe",
@@ -66,12 +66,12 @@ def test_the_conditions_of_the_issue_exist():
         assert f"rainbow_impala_{study}" in names
 
 
-@pytest.mark.parametrize("flagfile", FLAGFILES, ids=sweep.condition_name)
+@pytest.mark.parametrize("flagfile", FLAGFILES, ids=conditions.condition_name)
 def test_flagfile_parses_to_what_its_name_says(flagfile):
-    name = sweep.condition_name(flagfile)
+    name = conditions.condition_name(flagfile)
     match = NAME.fullmatch(name)
     assert match, f"{name} does not follow <agent>_<encoder>_<block>[_<study>]"
-    config = sweep.resolve_config(flagfile, game="Pong", seed=3)
+    config = conditions.config_for(flagfile, game="Pong", seed=3)
     assert (config.game, config.schedule.seed) == ("Pong", 3)
     for field, value in expected_network(match).items():
         assert getattr(config.network, field) == value, (name, field)
@@ -91,7 +91,7 @@ def test_flagfiles_leave_run_flags_to_the_sweep():
     for flagfile in FLAGFILES:
         with open(flagfile) as handle:
             text = handle.read()
-        for flag in sweep.RUN_FLAGS:
+        for flag in conditions.RUN_FLAGS:
             assert not re.search(rf"^--{flag}=", text, re.MULTILINE), (flagfile, flag)
 
 
@@ -114,7 +114,7 @@ def test_every_flagfile_builds_its_network_at_tiny_width():
     time_step_spec, action_spec = atari_specs()
     built = {}
     for flagfile in FLAGFILES:
-        config = sweep.resolve_config(flagfile, extra_flags=TINY)
+        config = conditions.config_for(flagfile, extra_flags=TINY)
         network_config = agents.factory.network_config_for(config.agent, config.network)
         if network_config not in built:
             q_network = networks.build_q_network(
@@ -131,8 +131,8 @@ def test_agents_build_from_flagfiles_at_tiny_width(agent, encoder):
     # only on its AgentConfig, one per preset.
     time_step_spec, action_spec = atari_specs()
     for block in ("softmoe4",):
-        flagfile = sweep.find_flagfile(f"{agent}_{encoder}_{block}")
-        config = sweep.resolve_config(flagfile, extra_flags=TINY)
+        flagfile = conditions.find_flagfile(f"{agent}_{encoder}_{block}")
+        config = conditions.config_for(flagfile, extra_flags=TINY)
         built = agents.make_agent(config.agent, config.network, time_step_spec,
                                   action_spec)
         outputs, _ = built._q_network(  # pylint: disable=protected-access
@@ -142,49 +142,49 @@ def test_agents_build_from_flagfiles_at_tiny_width(agent, encoder):
 
 
 def test_figures_name_existing_conditions_and_games():
-    names = sweep.figure_names()
+    names = conditions.figure_names()
     assert "fig01_experts_and_scale" in names
     for name in names:
-        figure = sweep.load_figure(name)
+        figure = conditions.load_figure(name)
         assert figure.title and figure.paper, name
         assert figure.baseline in figure.conditions, name
         for condition in figure.conditions:
-            assert os.path.isfile(sweep.find_flagfile(condition))
-        assert len(sweep.parse_games(figure.games)) >= 20
-        assert sweep.parse_seeds(figure.seeds) == [0, 1, 2, 3, 4]
+            assert os.path.isfile(conditions.find_flagfile(condition))
+        assert len(conditions.parse_games(figure.games)) >= 20
+        assert conditions.parse_seeds(figure.seeds) == [0, 1, 2, 3, 4]
 
 
 def test_game_sets():
-    sets = sweep.game_sets()
+    sets = conditions.game_sets()
     assert len(sets["atari20"]) == 20 and "AirRaid" in sets["atari20"]
     assert len(sets["atari100k"]) == 26
 
 
 @pytest.mark.parametrize("flagfile", [f for f in FLAGFILES
-                                      if sweep.condition_name(f).startswith("der_")],
-                         ids=sweep.condition_name)
+                                      if conditions.condition_name(f).startswith("der_")],
+                         ids=conditions.condition_name)
 def test_der_flagfiles_evaluate_like_the_reference_runner(flagfile):
     # labs/atari_100k DataEfficientAtariRunner: 100 full games with
     # epsilon_eval = 0.001 after every iteration, no cap on the phase.
-    schedule = sweep.resolve_config(flagfile).schedule
+    schedule = conditions.config_for(flagfile).schedule
     assert (schedule.eval_episodes, schedule.eval_schedule, schedule.eval_max_steps) == (
         100, "every_iteration", None)
-    assert sweep.resolve_config(flagfile).agent.epsilon_eval == 0.001
+    assert conditions.config_for(flagfile).agent.epsilon_eval == 0.001
 
 
 def test_evaluation_defaults_follow_the_protocol_and_flags_override_them():
-    der = sweep.find_flagfile("der_nature_flatten_x1")
-    rainbow = sweep.find_flagfile("rainbow_impala_softmoe4")
-    assert sweep.resolve_config(rainbow).schedule.eval_episodes == 0
-    final = sweep.resolve_config(der, extra_flags=(
+    der = conditions.find_flagfile("der_nature_flatten_x1")
+    rainbow = conditions.find_flagfile("rainbow_impala_softmoe4")
+    assert conditions.config_for(rainbow).schedule.eval_episodes == 0
+    final = conditions.config_for(der, extra_flags=(
         "--eval_schedule=final", "--eval_max_steps=5000")).schedule
     assert (final.eval_schedule, final.eval_max_steps) == ("final", 5000)
     assert [final.evaluates_after(i) for i in range(10)] == [False] * 9 + [True]
-    uncapped = sweep.resolve_config(rainbow, extra_flags=(
+    uncapped = conditions.config_for(rainbow, extra_flags=(
         "--eval_episodes=3", "--eval_max_steps=0")).schedule
     assert (uncapped.eval_episodes, uncapped.eval_max_steps) == (3, None)
     with pytest.raises(ValueError, match="eval_schedule"):
-        sweep.resolve_config(der, extra_flags=("--eval_schedule=sometimes",))
+        conditions.config_for(der, extra_flags=("--eval_schedule=sometimes",))
 
 
 def test_flagfile_configs_store_the_network_the_agent_builds():
@@ -193,17 +193,17 @@ def test_flagfile_configs_store_the_network_the_agent_builds():
     for name, expected in (("rainbow_impala_softmoe4", ("c51", True, True)),
                            ("der_nature_softmoe4", ("c51", True, True)),
                            ("dqn_nature_softmoe4", ("dqn", False, False))):
-        network = sweep.resolve_config(sweep.find_flagfile(name)).network
+        network = conditions.config_for(conditions.find_flagfile(name)).network
         assert (network.head, network.dueling, network.noisy) == expected, name
 
 
 def test_atari20_cites_its_source_and_only_airraid_lacks_a_human_score():
     from tf_softmoe.metrics import atari_scores  # pylint: disable=import-outside-toplevel
-    path = os.path.join(sweep.GAME_SET_DIR, "atari20.txt")
+    path = os.path.join(conditions.GAME_SET_DIR, "atari20.txt")
     with open(path) as handle:
         text = handle.read()
     assert "2402.08609" in text and "2410.01930" in text
-    games = sweep.game_sets()["atari20"]
+    games = conditions.game_sets()["atari20"]
     assert len(games) == len(set(games)) == 20
     without = []
     for game in games:

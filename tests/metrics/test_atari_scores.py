@@ -117,3 +117,14 @@ def test_human_normalized_matrix_per_game_columns():
 def test_human_normalized_matrix_checks_game_count():
     with pytest.raises(ValueError, match="2 game columns but 1 game names"):
         atari_scores.human_normalized_matrix(np.zeros((3, 2)), ["Pong"])
+
+
+def test_has_human_score_matches_the_one_failure_mode():
+    for game in ("Pong", "ms_pacman", "ALE/Breakout-v5"):
+        assert atari_scores.has_human_score(game)
+    for game in ("AirRaid", "catch", "Pongg", None):
+        assert not atari_scores.has_human_score(game)
+        if isinstance(game, str):
+            with pytest.raises(ValueError):
+                atari_scores.human_normalized_score(game, 1.0)
+    assert np.isnan(atari_scores.human_normalized_score("Pong", float("nan")))

@@ -290,3 +290,21 @@ def test_final_schedule_evaluates_once_and_a_cut_evaluation_resumes_alone(tmp_pa
     again._evaluate = None  # pylint: disable=protected-access  (calling it would fail)
     again.run()
     assert len(read_rows(root)) == 2
+
+
+@pytest.mark.parametrize("text", ["{corrupt", '{"foreign": true}'])
+def test_corrupt_or_foreign_config_json_is_refused_untouched(tmp_path, text):
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "config.json").write_text(text)
+    with pytest.raises(experiment.ConfigMismatchError, match="config.json"):
+        experiment.Experiment(catch_config(), str(root))
+    assert (root / "config.json").read_text() == text
+    assert os.listdir(root) == ["config.json"]
+
+
+def test_root_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(experiment.ConfigMismatchError, match="is a file"):
+        experiment.Experiment(catch_config(), str(path))

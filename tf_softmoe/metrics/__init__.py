@@ -28,6 +28,7 @@ from tf_softmoe.metrics.atari_scores import (
     ReferenceScores,
     atari_games,
     canonical_game_name,
+    has_human_score,
     human_normalized_matrix,
     human_normalized_score,
     reference_scores,

@@ -131,11 +131,38 @@ def reference_scores(game: str) -> ReferenceScores:
     raise ValueError(f"Unknown Atari game {game!r}. {suggestion}")
 
 
+def has_human_score(game) -> bool:
+    """Whether `human_normalized_score` can normalise `game`'s scores.
+
+    False for the ALE games without a standard human score (AirRaid, one of
+    the paper's 20 games, and Carnival, ElevatorAction, JourneyEscape,
+    Pooyan), for the built-in 'catch' game, for unknown names and for
+    non-strings.
+    """
+    try:
+        reference_scores(game)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def human_normalized_score(game: str, score):
     """Converts raw game scores to human-normalised scores.
 
     hns = (score - random) / (human - random), with the game's reference
-    scores.
+    scores. This is the project's one human-normalisation: the training
+    loop's metrics.csv, experiments/evaluate.py and the sweep analysis all
+    call it. A NaN score gives NaN.
+
+    Failure mode (the only one): a game without a human reference score
+    raises `ValueError`. That is AirRaid among the paper's 20 games (the
+    reference has no human score for it either:
+    dopamine/labs/atari_100k/normalization_utils.py raises KeyError), the
+    other ALE games listed in `_GAMES_WITHOUT_HUMAN_SCORE`, 'catch' and
+    unknown names. Check `has_human_score(game)` first where such a game is
+    expected: metrics.csv then holds NaN in its human-normalised columns, and
+    the analysis reports the raw score and leaves the game out of every
+    human-normalised aggregate.
 
     Args:
       game: game name in any accepted spelling (see `canonical_game_name`).
@@ -145,7 +172,8 @@ def human_normalized_score(game: str, score):
       A float for a scalar `score`, else a float64 array shaped like `score`.
 
     Raises:
-      ValueError: if the game has no reference scores.
+      ValueError: if the game has no human reference score (see above).
+      TypeError: if `game` is not a string.
     """
     entry = reference_scores(game)
     normalised = (np.asarray(score, dtype=np.float64) - entry.random) / (

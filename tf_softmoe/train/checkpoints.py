@@ -2,7 +2,8 @@
 
 Layout under `<root_dir>/checkpoints/`:
 
-    ckpt-00000007/
+    ckpt-00000007/   (the agent step, 8 or more digits:
+                     `run_directory.checkpoint_name`)
         tf/          tf.train.Checkpoint: online and target networks,
                      optimiser slots, agent-step and update counters, the
                      target-sync counter
@@ -21,15 +22,14 @@ cleaned up; the previous checkpoint is never touched.
 import errno
 import json
 import os
-import re
 import shutil
 import uuid
 
 from absl import logging
 
 from tf_softmoe import _files
+from tf_softmoe.runs import run_directory
 
-_NAME = re.compile(r"^ckpt-(\d{8})$")
 STATE_FILE = "state.json"
 
 
@@ -62,9 +62,9 @@ class CheckpointManager:
         """Complete checkpoint paths, newest first (by their number)."""
         found = []
         for name in os.listdir(self.directory):
-            match = _NAME.match(name)
-            if match:
-                found.append((int(match.group(1)), os.path.join(self.directory, name)))
+            number = run_directory.checkpoint_number(name)
+            if number is not None:
+                found.append((number, os.path.join(self.directory, name)))
         return [path for _, path in sorted(found, reverse=True)]
 
     def save(self, number, write_fn, state):
@@ -83,7 +83,7 @@ class CheckpointManager:
           CheckpointError: it could not be written (e.g. the disk is full);
             the message names the cause, and the previous checkpoint is intact.
         """
-        final = os.path.join(self.directory, f"ckpt-{number:08d}")
+        final = os.path.join(self.directory, run_directory.checkpoint_name(number))
         tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             os.makedirs(tmp)

@@ -1,7 +1,7 @@
 """A whole run: build everything from an `ExperimentConfig`, train for the
 schedule, write TensorBoard summaries, metrics.csv and checkpoints, resume.
 
-What a run writes under `root_dir`:
+What a run writes under `root_dir` (the layout: `tf_softmoe.runs.RunDirectory`):
 
     config.json          the ExperimentConfig (resuming checks it); its
                          network section is the network as built
@@ -16,10 +16,7 @@ What a run writes under `root_dir`:
     q_network.keras      the final Q-network as a Keras model
 """
 
-import csv
 import dataclasses
-import io
-import math
 import os
 import random
 import signal
@@ -31,10 +28,10 @@ import tensorflow as tf
 from tf_agents.policies import epsilon_greedy_policy
 from tf_agents.policies import policy_saver
 
-from tf_softmoe import _files
 from tf_softmoe import agents as agents_lib
 from tf_softmoe import envs
 from tf_softmoe.metrics import atari_scores
+from tf_softmoe.runs import run_directory
 from tf_softmoe.train import checkpoints as checkpoints_lib
 from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import learner as learner_lib
@@ -42,8 +39,8 @@ from tf_softmoe.train import loop
 from tf_softmoe.train import progress
 from tf_softmoe.train import summaries
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.csv"
+CONFIG_FILE = run_directory.CONFIG_FILE
+METRICS_FILE = run_directory.METRICS_FILE
 # The evaluation environment's seeds: run seed + this + iteration.
 EVAL_SEED_OFFSET = 10_000
 
@@ -58,16 +55,6 @@ def make_environment(config, seed):
         return envs.CatchEnv(seed=seed, **config.env_overrides)
     atari = envs.AtariConfig.preset(config.protocol, config.game, **config.env_overrides)
     return envs.make_atari_env(atari, seed=seed)
-
-
-def human_normalized(game, score):
-    """HNS of a raw score, NaN where the game has no reference scores."""
-    if score is None or not math.isfinite(score) or game == config_lib.CATCH_GAME:
-        return float("nan")
-    try:
-        return float(atari_scores.human_normalized_score(game, score))
-    except ValueError:
-        return float("nan")
 
 
 def eval_policy(agent, epsilon):
@@ -112,10 +99,10 @@ class Experiment:
                  handle_signals=True, export_on_exit=True):
         self.config = config
         self.root_dir = root_dir
+        self.run_directory = run_directory.RunDirectory(root_dir)
         self.handle_signals = handle_signals
         self.export_on_exit = export_on_exit
         self._stop_signal = None
-        os.makedirs(root_dir, exist_ok=True)
         self._check_config(allow_config_change)
         schedule = config.schedule
         seed = schedule.seed
@@ -150,12 +137,12 @@ class Experiment:
                      schedule.policy_jit_compile,
                      "overlapped" if schedule.overlap_updates else "serial")
         self.checkpoints = checkpoints_lib.CheckpointManager(
-            os.path.join(root_dir, "checkpoints"), keep=schedule.keep_checkpoints)
+            self.run_directory.checkpoints_dir, keep=schedule.keep_checkpoints)
         self._tf_checkpoint = tf.train.Checkpoint(
             agent=self.agent, agent_step=self.agent.agent_step,
             train_step=self.agent.train_step_counter)
         self.summaries = summaries.SummaryWriter(
-            os.path.join(root_dir, "tensorboard"), config)
+            self.run_directory.tensorboard_dir, config)
         self.monitor = progress.IterationMonitor(
             config.game, schedule.num_iterations, schedule.steps_per_iteration,
             summary_period=schedule.summary_period,
@@ -167,10 +154,18 @@ class Experiment:
 
     # ----------------------------------------------------------------- config
     def _check_config(self, allow_change):
-        path = os.path.join(self.root_dir, CONFIG_FILE)
-        if os.path.exists(path):
-            with open(path) as f:
-                stored = config_lib.ExperimentConfig.from_json(f.read())
+        """Refuses a run directory holding another run (or a file, or a
+        corrupt config.json) before anything is written there."""
+        run = self.run_directory
+        if os.path.exists(run.path) and not run.exists():
+            raise ConfigMismatchError(
+                f"--root_dir={run.path} is a file, not a directory: pass a new or an "
+                "existing run directory.")
+        if run.has_config():
+            try:
+                stored = run.read_config()
+            except run_directory.RunDirectoryError as error:
+                raise ConfigMismatchError(str(error)) from error
             differences = config_lib.config_differences(stored, self.config)
             if differences and not allow_change:
                 listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
@@ -179,7 +174,7 @@ class Experiment:
                     f"{self.root_dir} holds a run with another configuration ({listed}). "
                     "Use a new --root_dir, or pass --allow_config_change to resume "
                     "it with the new settings.")
-        _files.atomic_write_text(path, self.config.to_json())
+        run.write_config(self.config)
 
     # ------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, tmp_dir):
@@ -219,7 +214,7 @@ class Experiment:
         self.iteration = int(state["iteration"])
         self.partial = _stats_from_json(state["partial"]) if state["partial"] else None
         self.trainer.forget_episode()
-        _truncate_metrics(os.path.join(self.root_dir, METRICS_FILE), self.iteration)
+        self.run_directory.truncate_metrics(self.iteration)
         logging.info("Resumed from %s: iteration %d, %d agent steps, %d updates, "
                      "replay %d.", path, self.iteration, state["agent_step"],
                      state["train_step"], state["replay_size"])
@@ -319,8 +314,8 @@ class Experiment:
                "updates": int(self.agent.train_step_counter.numpy())}
         row.update({f"train_{k}": v for k, v in summary.items()
                     if k not in ("agent_steps", "updates")})
-        row["train_human_normalized_score"] = human_normalized(
-            self.config.game, summary["episode_return"])
+        row["train_human_normalized_score"] = self._human_normalized(
+            summary["episode_return"])
         row["replay_size"] = len(self.replay)
         row.update(summaries.flatten_diagnostics(stats.diagnostics))
         if evaluation is not None:
@@ -329,13 +324,20 @@ class Experiment:
             row["eval_episode_return"] = mean_return
             row["eval_episode_length"] = float(np.mean(lengths)) if lengths else float("nan")
             row["eval_episodes"] = len(returns)
-            row["eval_human_normalized_score"] = human_normalized(self.config.game,
-                                                                  mean_return)
+            row["eval_human_normalized_score"] = self._human_normalized(mean_return)
         row["wall_time"] = time.time()
-        _append_metrics(os.path.join(self.root_dir, METRICS_FILE), row)
+        self.run_directory.append_metrics(row)
         self.summaries.write_iteration(row, step=row["agent_steps"])
         self._log_progress(row, stats)
         return row
+
+    def _human_normalized(self, score):
+        """metrics.csv's human-normalised score: NaN for a game without a
+        human reference score (AirRaid, catch; see
+        `atari_scores.human_normalized_score`)."""
+        if not atari_scores.has_human_score(self.config.game):
+            return float("nan")
+        return atari_scores.human_normalized_score(self.config.game, score)
 
     def _log_progress(self, row, stats):
         schedule = self.config.schedule
@@ -359,43 +361,9 @@ class Experiment:
         """Writes the greedy policy (PolicySaver) and the Q-network (.keras)."""
         saver = policy_saver.PolicySaver(self.agent.policy, batch_size=None,
                                          train_step=self.agent.train_step_counter)
-        saver.save(os.path.join(self.root_dir, "policy"))
+        saver.save(self.run_directory.policy_dir)
         model = self.agent._q_network.as_keras_model()  # pylint: disable=protected-access
-        model.save(os.path.join(self.root_dir, "q_network.keras"))
-
-
-def _read_metrics(path):
-    if not os.path.exists(path):
-        return [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _write_metrics(path, fields, rows):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore",
-                            restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    _files.atomic_write_text(path, buffer.getvalue())
-
-
-def _append_metrics(path, row):
-    fields, rows = _read_metrics(path)
-    for key in row:
-        if key not in fields:
-            fields.append(key)
-    rows.append({k: ("" if v is None else v) for k, v in row.items()})
-    _write_metrics(path, fields, rows)
-
-
-def _truncate_metrics(path, iteration):
-    """Drops rows of iterations >= `iteration` (they will be rerun)."""
-    fields, rows = _read_metrics(path)
-    kept = [r for r in rows if int(r["iteration"]) < iteration]
-    if len(kept) != len(rows):
-        _write_metrics(path, fields, kept)
+        model.save(self.run_directory.q_network_path)
 
 
 def _jsonable_numpy_state(state):
@@ -414,14 +382,13 @@ def _tuple_state(values):
 
 
 def read_stored_config(root_dir):
-    """The `ExperimentConfig` stored in a run directory."""
-    path = os.path.join(root_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist: {root_dir} is not a tf_softmoe run directory "
-            "(experiments/train.py writes config.json there).")
-    with open(path) as f:
-        return config_lib.ExperimentConfig.from_json(f.read())
+    """The `ExperimentConfig` stored in a run directory.
+
+    Raises:
+      FileNotFoundError: it has no config.json.
+      run_directory.RunDirectoryError: config.json is corrupt or foreign.
+    """
+    return run_directory.RunDirectory(root_dir).read_config()
 
 
 def load_agent(root_dir, checkpoint=None):
@@ -439,7 +406,8 @@ def load_agent(root_dir, checkpoint=None):
     agent = agents_lib.make_agent(config.agent, config.network, env.time_step_spec(),
                                   env.action_spec())
     tf_checkpoint = tf.train.Checkpoint(agent=agent)
-    manager = checkpoints_lib.CheckpointManager(os.path.join(root_dir, "checkpoints"))
+    manager = checkpoints_lib.CheckpointManager(
+        run_directory.RunDirectory(root_dir).checkpoints_dir)
     candidates = [checkpoint] if checkpoint else manager.checkpoints()
     for path in candidates:
         try:
@@ -453,4 +421,4 @@ def load_agent(root_dir, checkpoint=None):
 
 
 __all__ = ["ConfigMismatchError", "Experiment", "load_agent", "make_environment",
-           "read_stored_config", "human_normalized", "eval_policy"]
+           "read_stored_config", "eval_policy"]
