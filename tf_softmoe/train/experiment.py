@@ -30,6 +30,7 @@ from tf_agents.policies import policy_saver
 from tf_softmoe import _files
 from tf_softmoe import agents as agents_lib
 from tf_softmoe import envs
+from tf_softmoe import saving
 from tf_softmoe.metrics import atari_scores
 from tf_softmoe.train import checkpoints as checkpoints_lib
 from tf_softmoe.train import config as config_lib
@@ -310,8 +311,8 @@ class Experiment:
         saver = policy_saver.PolicySaver(self.agent.policy, batch_size=None,
                                          train_step=self.agent.train_step_counter)
         saver.save(os.path.join(self.root_dir, "policy"))
-        model = self.agent._q_network.as_keras_model()  # pylint: disable=protected-access
-        model.save(os.path.join(self.root_dir, "q_network.keras"))
+        saving.save_q_network(self.agent._q_network,  # pylint: disable=protected-access
+                              os.path.join(self.root_dir, saving.RUN_FILE))
 
 
 def _format_seconds(seconds):
