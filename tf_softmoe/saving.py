@@ -110,14 +110,13 @@ def load_q_network(path, custom_objects=None, compile=True,  # pylint: disable=r
         writer = (f"tf_softmoe {written_by}" if written_by else
                   "a tf_softmoe version it does not record (it was not saved "
                   "with tf_softmoe.save_q_network)")
-        upgrade = (f"Install tf_softmoe {written_by} or newer" if written_by
-                   else "Install the tf_softmoe version that wrote it")
+        upgrade = (f"tf_softmoe {written_by} or newer" if written_by
+                   else "the tf_softmoe version that wrote it")
         raise IncompatibleModelError(
             f"Cannot load {path}: it was written by {writer} and uses "
             + "; ".join(missing)
             + f", which tf_softmoe {tf_softmoe.__version__} (this one) does not have. "
-            f"{upgrade} (pip install --upgrade tf_softmoe), or save the model again "
-            f"with tf_softmoe {tf_softmoe.__version__}.") from error
+            f"Install {upgrade} to load it.") from error
 
 
 def unknown_parts(config, custom_objects=None):
