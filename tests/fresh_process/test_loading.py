@@ -166,6 +166,8 @@ def test_policy_acts_with_tensorflow_and_tf_agents_only(finished_run, tmp_path):
     root, run, observations = finished_run
     np.save(tmp_path / "obs.npy", observations)
     code = tiny_run.BLOCK_TF_SOFTMOE + f"""
+import os
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np
 import tensorflow as tf
 import tf_agents  # registers the TensorFlow Probability specs of the policy

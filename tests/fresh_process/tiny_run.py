@@ -65,10 +65,13 @@ def fresh_python(code, cwd, with_repo=True, timeout=300):
       cwd: its working directory (not the repository, so that the repository
         is not on its path by accident).
       with_repo: put this checkout of tf_softmoe first on PYTHONPATH (else
-        PYTHONPATH is empty).
+        PYTHONPATH is empty). TF_USE_LEGACY_KERAS is unset either way.
       timeout: seconds.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1",
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=REPO if with_repo else "")
+    # Code that imports tf_softmoe relies on it to select Keras 2, as a
+    # user's does; code without it sets the variable itself (as the doc says).
+    env.pop("TF_USE_LEGACY_KERAS", None)
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
