@@ -1,9 +1,11 @@
 """save_q_network / load_q_network: the version in metadata.json, and the
 error for files written by a newer tf_softmoe (doctored files)."""
 
+import io
 import json
 import zipfile
 
+import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -137,3 +139,29 @@ def test_files_of_this_version_have_nothing_unknown(saved):
     with zipfile.ZipFile(saved[0]) as archive:
         config = json.loads(archive.read("config.json"))
     assert saving.unknown_parts(config) == []
+
+
+def test_old_impala_export_without_block_weights_says_how_to_export_again(tmp_path):
+    # Exports made before the fix left the Impala residual blocks' weights out
+    # (and had no version in metadata.json); rebuild one from a new export.
+    net = networks.build_q_network(networks.NetworkConfig(
+        encoder="impala", penultimate="flatten", hidden_units=8,
+        impala_stack_sizes=(4, 4, 4), impala_blocks=1), OBS, ACTIONS)
+    source = saving.save_q_network(net, str(tmp_path / "new.keras"))
+    target = str(tmp_path / "old.keras")
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for info in original.infolist():
+            data = original.read(info)
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                del metadata[saving.VERSION_KEY]
+                data = json.dumps(metadata).encode()
+            elif info.filename == "model.weights.h5":
+                weights = io.BytesIO(data)
+                with h5py.File(weights, "r+") as h5:
+                    del h5["layers/impala_encoder/residual_blocks"]
+                data = weights.getvalue()
+            copy.writestr(info, data)
+    with pytest.raises(saving.IncompatibleModelError,
+                       match="left out the weights of the Impala residual blocks"):
+        tf_softmoe.load_q_network(target)

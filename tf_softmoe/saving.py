@@ -104,9 +104,18 @@ def load_q_network(path, custom_objects=None, compile=True,  # pylint: disable=r
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             metadata, config = {}, {}  # not a .keras archive: Keras's error says so
         missing = unknown_parts(config, custom_objects)
+        written_by = metadata.get(VERSION_KEY)
+        if not missing and not written_by and _has_impala_encoder(config) and (
+                "variables, but received 0" in str(error)):
+            raise IncompatibleModelError(
+                f"Cannot load {path}: it is an Impala Q-network exported before "
+                "tf_softmoe recorded its version in the file, and those exports "
+                "left out the weights of the Impala residual blocks. Export it "
+                "again from the run's checkpoint: `_, agent, _ = tf_softmoe.train."
+                "experiment.load_agent(run_dir)`, then `tf_softmoe.save_q_network("
+                "agent._q_network, path)`.") from error
         if not missing:
             raise
-        written_by = metadata.get(VERSION_KEY)
         writer = (f"tf_softmoe {written_by}" if written_by else
                   "a tf_softmoe version it does not record (it was not saved "
                   "with tf_softmoe.save_q_network)")
@@ -156,6 +165,11 @@ def unknown_parts(config, custom_objects=None):
                 found.extend(f"{config_class.__name__} field {field!r} (in {name})"
                              for field in sorted(set(value) - fields))
     return found
+
+
+def _has_impala_encoder(config):
+    return any((item.get("registered_name") or item["class_name"]) ==
+               _common.PACKAGE + ">ImpalaEncoder" for item in _serialized_objects(config))
 
 
 def _serialized_objects(value):
