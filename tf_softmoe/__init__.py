@@ -51,3 +51,13 @@ def _check_keras_2():
 _check_keras_2()
 
 __version__ = "0.1.0"
+
+# A saved model names each of our classes by its registered name
+# ("tf_softmoe>SoftMoE"), and Keras rebuilds a layer nested in a model only if
+# that name is registered, so `import tf_softmoe` alone must import every
+# module that registers a class. TensorFlow and Keras are loaded already
+# (above); these modules add only their own code, not TF-Agents.
+from tf_softmoe import layers  # noqa: E402,F401
+from tf_softmoe import networks  # noqa: E402,F401
+from tf_softmoe.saving import load_q_network  # noqa: E402,F401
+from tf_softmoe.saving import save_q_network  # noqa: E402,F401

@@ -161,6 +161,22 @@ def test_copy_and_deepcopy_make_independent_networks():
     np.testing.assert_allclose(clone(frames())[0], net(frames())[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("encoder", ["nature", "impala"])
+def test_keras_file_keeps_every_weight(encoder, tmp_path):
+    # The .keras format once left the Impala residual blocks (a list of
+    # lists) out of the file, and the loaded model ran on fresh weights.
+    net = networks.build_q_network(networks.NetworkConfig(
+        encoder=encoder, hidden_units=8, impala_stack_sizes=(4, 8, 8)), OBS, ACTIONS)
+    model = net.as_keras_model()
+    path = str(tmp_path / "q_network.keras")
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    assert len(loaded.weights) == len(model.weights) == len(net.weights)
+    for saved, restored in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.name)
+    np.testing.assert_allclose(loaded(frames()), net(frames())[0], rtol=1e-5, atol=1e-5)
+
+
 def test_xla_matches_eager():
     net = networks.build_q_network(
         networks.NetworkConfig(encoder="impala", head="c51", dueling=True), OBS, ACTIONS)

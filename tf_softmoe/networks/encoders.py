@@ -109,6 +109,11 @@ class ImpalaEncoder(tf.keras.layers.Layer):
             self.stack_convs.append(conv)
             self.stack_pools.append(pool)
             self.stack_blocks.append(blocks)
+        # The .keras format saves the layers it finds in an attribute or in a
+        # list attribute, not in a list of lists: without this flat view of
+        # the blocks their weights were left out of q_network.keras. (The
+        # nested list stays: checkpoints name the blocks through it.)
+        self.residual_blocks = [block for blocks in self.stack_blocks for block in blocks]
 
     def call(self, inputs):
         x = inputs

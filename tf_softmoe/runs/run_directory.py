@@ -23,13 +23,14 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from tf_softmoe import _files
+from tf_softmoe import saving
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 POLICY_DIR = "policy"
-Q_NETWORK_FILE = "q_network.keras"
+Q_NETWORK_FILE = saving.RUN_FILE
 TRAIN_LOG = "train.log"
 
 # The one checkpoint-name pattern. Checkpoints are named with `{:08d}` of

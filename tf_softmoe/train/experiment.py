@@ -30,6 +30,7 @@ from tf_agents.policies import policy_saver
 
 from tf_softmoe import agents as agents_lib
 from tf_softmoe import envs
+from tf_softmoe import saving
 from tf_softmoe.metrics import atari_scores
 from tf_softmoe.runs import run_directory
 from tf_softmoe.train import checkpoints as checkpoints_lib
@@ -362,8 +363,8 @@ class Experiment:
         saver = policy_saver.PolicySaver(self.agent.policy, batch_size=None,
                                          train_step=self.agent.train_step_counter)
         saver.save(self.run_directory.policy_dir)
-        model = self.agent._q_network.as_keras_model()  # pylint: disable=protected-access
-        model.save(self.run_directory.q_network_path)
+        saving.save_q_network(self.agent._q_network,  # pylint: disable=protected-access
+                              self.run_directory.q_network_path)
 
 
 def _jsonable_numpy_state(state):
