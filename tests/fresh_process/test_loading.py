@@ -226,7 +226,10 @@ def case_config(encoder, penultimate, tokenizer):
     if penultimate in networks.MOE_PENULTIMATES:
         values["num_experts"] = 2
     if encoder == "impala":
-        values.update(head="c51", num_atoms=5, dueling=True, noisy=True)
+        # Experts without evaluation noise: outputs must be comparable
+        # across processes.
+        values.update(head="c51", num_atoms=5, dueling=True, noisy=True,
+                      expert_noise_in_eval=False)
     return networks.NetworkConfig(**values)
 
 

@@ -46,7 +46,10 @@ def catch_run(root):
         agent=agents.AgentConfig.preset(
             "rainbow", min_replay_history=40, update_period=2, target_update_period=20,
             epsilon_decay_steps=100, replay_capacity=1000, batch_size=8, n_step=1,
-            v_min=-1.0, v_max=1.0, num_atoms=11),
+            v_min=-1.0, v_max=1.0, num_atoms=11,
+            # Deterministic evaluation outputs to compare across processes
+            # (by default the experts stay noisy in evaluation).
+            expert_noise_in_eval=False),
         network=networks.NetworkConfig(encoder="nature", penultimate="softmoe",
                                        num_experts=2, hidden_units=8),
         schedule=config_lib.ScheduleConfig(

@@ -25,7 +25,12 @@ def catch_config(num_iterations=2, steps=60, jit="false", eval_episodes=0,
                  eval_schedule="every_iteration", **agent_overrides):
     agent_values = dict(min_replay_history=40, update_period=2, target_update_period=20,
                         epsilon_decay_steps=100, replay_capacity=1000, batch_size=8,
-                        n_step=1, v_min=-1.0, v_max=1.0, num_atoms=11)
+                        n_step=1, v_min=-1.0, v_max=1.0, num_atoms=11,
+                        # Deterministic evaluation outputs, so exported models
+                        # can be compared with the run's network (by default
+                        # the experts stay noisy in evaluation, as the
+                        # reference's; tests/agents checks that).
+                        expert_noise_in_eval=False)
     agent_values.update(agent_overrides)
     return config_lib.ExperimentConfig(
         game="catch", env_overrides={"rows": 6, "columns": 3,
@@ -68,6 +73,25 @@ def copy_of(finished_run, tmp_path):
     root = str(tmp_path / "run")
     shutil.copytree(finished_run[0], root)
     return root
+
+
+def sigterm_at_call(run, call):
+    """Makes the run's trainer send itself SIGTERM at its `call`-th stop check
+    (after `call - 1` agent steps of the first phase it runs)."""
+    original = run.trainer.run
+
+    def run_then_signal(num_steps, stats=None, should_stop=None, monitor=None):
+        calls = {"n": 0}
+
+        def stop_check():
+            calls["n"] += 1
+            if calls["n"] == call:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return should_stop()
+        return original(num_steps, stats=stats, should_stop=stop_check,
+                        monitor=monitor)
+
+    run.trainer.run = run_then_signal
 
 
 def test_run_writes_metrics_events_checkpoints_and_exports(finished_run):
@@ -169,20 +193,7 @@ def test_signal_checkpoints_mid_iteration_and_resume_finishes_it(tmp_path):
     root = str(tmp_path / "run")
     run = experiment.Experiment(catch_config(num_iterations=2), root,
                                 export_on_exit=False)
-    original = run.trainer.run
-
-    def run_then_signal(num_steps, stats=None, should_stop=None, monitor=None):
-        calls = {"n": 0}
-
-        def stop_after_25():
-            calls["n"] += 1
-            if calls["n"] == 25:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return should_stop()
-        return original(num_steps, stats=stats, should_stop=stop_after_25,
-                        monitor=monitor)
-
-    run.trainer.run = run_then_signal
+    sigterm_at_call(run, 25)
     run.run()
     assert run.stopped_by_signal == signal.SIGTERM
     state = json.load(open(os.path.join(run.checkpoints.checkpoints()[0], "state.json")))

@@ -18,7 +18,7 @@ from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import experiment
 from tf_softmoe.train import loop
 from tf_softmoe.train import progress
-from tests.train.test_experiment import catch_config
+from tests.train.test_experiment import catch_config, sigterm_at_call
 
 # metrics.csv as it was before the within-iteration progress existed (a
 # Catch run with evaluation): it must not change.
@@ -223,20 +223,7 @@ def test_resume_mid_iteration_keeps_the_progress_numbers(tmp_path):
                            progress_steps=20)
     run = experiment.Experiment(config, root, export_on_exit=False)
     run.monitor.report = lambda line: None
-    original = run.trainer.run
-
-    def run_then_signal(num_steps, stats=None, should_stop=None, monitor=None):
-        calls = {"n": 0}
-
-        def stop_after_24():
-            calls["n"] += 1
-            if calls["n"] == 25:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return should_stop()
-        return original(num_steps, stats=stats, should_stop=stop_after_24,
-                        monitor=monitor)
-
-    run.trainer.run = run_then_signal
+    sigterm_at_call(run, 25)
     run.run()
     assert run.stopped_by_signal == signal.SIGTERM
 
