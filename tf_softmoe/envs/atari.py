@@ -38,10 +38,11 @@ Life-loss terminal (`terminal_on_life_loss=True`, the DER preset), exactly:
 when the number of lives drops during the frame skip, emulation of that action
 stops at that frame and the step is `LAST` with discount 0.0. Its frame is, as
 in Dopamine, the max-pool of the two screen buffers as they stand: a stop on
-one of the last two frames of the skip pools the screen just fetched with the
-previous step's last screen, an earlier stop repeats the previous step's
-frame (`stop_observation="dopamine"`); `stop_observation="stop_frame"` shows
-the screen of the frame where emulation stopped instead. The next
+the last frame pools as usual, a stop on the one before pools that frame with
+the previous step's last screen, an earlier stop repeats the previous step's
+frame (`stop_observation="dopamine"`; the same holds for a game over);
+`stop_observation="stop_frame"` shows the screen of the frame where emulation
+stopped instead. The next
 `step()` (its action ignored, as TF-Agents prescribes after `LAST`) or
 `reset()` starts a new learning episode WITHOUT resetting the emulator: no
 frame is emulated, the `FIRST` observation is `[0, 0, 0, f]` where `f` is the
