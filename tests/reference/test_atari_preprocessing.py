@@ -146,7 +146,8 @@ def test_frames_rewards_and_terminals_equal_the_reference(played, case):
         mine, reference = ours[key], theirs[f"{case}_{key}"]
         assert mine.shape == reference.shape, key
         difference = np.abs(mine.astype(int) - reference.astype(int))
-        differing = np.count_nonzero(difference.reshape(len(mine), -1).any(1))
+        differing = np.count_nonzero(
+            difference.reshape(len(mine), 84 * 84).any(1))
         assert differing == 0, (
             f"{key}: {differing} differ, max difference {difference.max()}")
     np.testing.assert_array_equal(ours["rewards"], theirs[f"{case}_rewards"])
