@@ -246,6 +246,95 @@ def test_noop_starts_are_seeded():
     assert frames_after_reset(2) == counts[2]
 
 
+def _frame_number(env):
+    return env._ale.getEpisodeFrameNumber()  # pylint: disable=protected-access
+
+
+def test_der_preset_plays_noop_agent_steps_at_each_game_start():
+    """0..29 no-op agent steps (4 frames each), drawn anew for every game."""
+    config = AtariConfig.preset("der", "Pong")
+    assert config.noop_start_steps == 30
+    assert AtariConfig.preset("dopamine", "Pong").noop_start_steps == 0
+    env = make_atari_env(config, seed=0)
+    counts = []
+    for game in range(40):
+        first = env.reset() if game == 0 else env.reset_game()
+        count = env.noop_steps
+        counts.append(count)
+        assert 0 <= count <= 29
+        assert _frame_number(env) == 4 * count      # agent steps, not frames
+        info = env.get_info()
+        # No-op rewards and steps belong to no episode.
+        assert (info["episode_length"], info["episode_raw_return"]) == (0, 0.0)
+        assert first.step_type == ts.StepType.FIRST
+        assert not first.observation[..., :3].any()
+    assert len(set(counts)) > 10 and min(counts) <= 3 and max(counts) >= 26
+    env.close()
+
+
+def test_noop_start_observation_is_the_last_noop_frame():
+    config = AtariConfig.preset("der", "Pong")
+    env = make_atari_env(config, seed=3)
+    first = env.reset()
+    count = env.noop_steps
+    assert count > 0
+    # The same game without no-op starts, stepped `count` times with NOOP.
+    plain = make_atari_env(AtariConfig.preset("der", "Pong",
+                                              noop_start_steps=0), seed=3)
+    plain.reset()
+    for _ in range(count):
+        step = plain.step(np.int64(0))
+    np.testing.assert_array_equal(first.observation[..., -1],
+                                  step.observation[..., -1])
+    # And the game goes on from there alike.
+    for action in (1, 2, 3, 0, 5):
+        np.testing.assert_array_equal(
+            env.step(np.int64(action)).observation[..., -1],
+            plain.step(np.int64(action)).observation[..., -1])
+    assert _frame_number(env) == _frame_number(plain)
+
+
+def test_noop_starts_restart_the_game_at_a_terminal_among_them():
+    # A 40-frame cap ends the game after 10 no-op steps; the runner then
+    # resets and plays the remaining no-ops in the new game.
+    config = AtariConfig.preset("der", "Pong", max_episode_frames=40)
+    env = make_atari_env(config, seed=0)
+    seen = set()
+    for game in range(30):
+        if game == 0:
+            env.reset()
+        else:
+            env.reset_game()
+        seen.add(env.noop_steps)
+        assert _frame_number(env) == 4 * (env.noop_steps % 10)
+    assert max(seen) >= 10
+
+
+def test_noop_starts_are_reproducible_per_seed_as_in_evaluation():
+    """Seeded alike, games (no-op counts, frames) are alike; the evaluation
+    env is re-seeded before each evaluation and then replays the same."""
+    def play(env):
+        counts, frames = [], []
+        for game in range(5):
+            first = env.reset() if game == 0 else env.reset_game()
+            counts.append(env.noop_steps)
+            frames.append(first.observation[..., -1])
+            for action in (1, 0, 2):
+                frames.append(env.step(np.int64(action)).observation[..., -1])
+        return counts, np.stack(frames)
+
+    config = AtariConfig.preset("der", "Breakout")
+    counts_a, frames_a = play(make_atari_env(config, seed=11))
+    evaluation = make_atari_env(config, seed=11)
+    counts_b, frames_b = play(evaluation)
+    assert counts_a == counts_b and len(set(counts_a)) > 1
+    np.testing.assert_array_equal(frames_a, frames_b)
+    evaluation.seed(11)
+    assert play(evaluation)[0] == counts_a
+    evaluation.seed(12)
+    assert play(evaluation)[0] != counts_a
+
+
 def test_invalid_action_raises():
     env = make_atari_env(AtariConfig(game="Pong"), seed=0)
     env.reset()
@@ -257,7 +346,9 @@ def test_invalid_action_raises():
     ("sticky_action_prob", -0.1), ("sticky_action_prob", 1.0),
     ("sticky_action_prob", "high"), ("frame_skip", 0), ("frame_skip", 2.5),
     ("frame_skip", True), ("screen_size", 0), ("stack_size", 0),
-    ("max_episode_steps", 0), ("noop_max", -1),
+    ("max_episode_steps", 0), ("noop_max", -1), ("noop_start_steps", -1),
+    ("noop_start_steps", 2.0), ("max_episode_frames", -1),
+    ("stop_observation", "last"),
     ("terminal_on_life_loss", "yes"), ("full_action_space", 1),
 ])
 def test_invalid_config_names_field_and_value(field, value):

@@ -12,8 +12,14 @@ the SoftMoE papers use, with the ALE v5 settings of Machado et al. (2018):
   `cv2.INTER_AREA`;
 * a stack of the last 4 frames along the last axis, zero-padded at the start of
   every learning episode: the first observation is `[0, 0, 0, f0]`;
-* at most 27 000 agent steps (108 000 frames) per game, a truncation
-  (`StepType.LAST`, discount 1.0), not a terminal (`StepType.LAST`, 0.0);
+* a game over after 100 000 emulated frames since the game's reset (no-op
+  frames included): ALE's `max_num_frames_per_episode`, which Dopamine's
+  `create_atari_environment` sets; Dopamine's preprocessing reports it as the
+  end of the game, a terminal (`StepType.LAST`, discount 0.0);
+* at most 27 000 agent steps per game, a truncation (`StepType.LAST`,
+  discount 1.0); with frame skip 4 the frame cap above comes first;
+* optionally (the DER preset), a random number of no-op agent steps at the
+  start of every game, as Dopamine's Atari-100k runner plays them;
 * the reward of a time step is the raw game score change; clipping to [-1, 1]
   for learning belongs to the agent.
 
@@ -30,7 +36,13 @@ itself, fetching only the two screens that are pooled.
 
 Life-loss terminal (`terminal_on_life_loss=True`, the DER preset), exactly:
 when the number of lives drops during the frame skip, emulation of that action
-stops at that frame and the step is `LAST` with discount 0.0. The next
+stops at that frame and the step is `LAST` with discount 0.0. Its frame is, as
+in Dopamine, the max-pool of the two screen buffers as they stand: a stop on
+the last frame pools as usual, a stop on the one before pools that frame with
+the previous step's last screen, an earlier stop repeats the previous step's
+frame (`stop_observation="dopamine"`; the same holds for a game over);
+`stop_observation="stop_frame"` shows the screen of the frame where emulation
+stopped instead. The next
 `step()` (its action ignored, as TF-Agents prescribes after `LAST`) or
 `reset()` starts a new learning episode WITHOUT resetting the emulator: no
 frame is emulated, the `FIRST` observation is `[0, 0, 0, f]` where `f` is the
@@ -146,6 +158,10 @@ def resolve_game_name(name):
     raise ValueError(f"Unknown Atari game {name!r}; {hint}.")
 
 
+# How the frame of a step that stopped early is made; see AtariConfig.
+_STOP_OBSERVATIONS = ("dopamine", "stop_frame")
+
+
 def _check_int(field, value, low, high=None):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(
@@ -182,7 +198,25 @@ class AtariConfig:
         0) while the game goes on; see the module docstring.
       full_action_space: all 18 actions instead of the game's minimal set.
       noop_max: at each new game, a random number of no-op frames drawn
-        uniformly from [1, noop_max] is emulated first; 0 disables it.
+        uniformly from [1, noop_max] is emulated first; 0 disables it. Not a
+        protocol of the reference; see `noop_start_steps` for DER's.
+      noop_start_steps: at each new game (in training and in evaluation), a
+        number of no-op agent steps drawn uniformly from
+        [0, noop_start_steps - 1] is played before the first observation, as
+        Dopamine's Atari-100k runner does (`DataEfficientAtariRunner`,
+        `max_noops=30`): each is a full frame-skip step of action 0; their
+        rewards and steps count neither towards the game's return nor its
+        length; a terminal among them (a game over, or a lost life with
+        `terminal_on_life_loss`) starts a new game and the remaining no-ops
+        go on. 0 disables it (the main study's runner plays none).
+      max_episode_frames: ALE's `max_num_frames_per_episode`: the game is
+        over (a terminal) after this many emulated frames since its reset;
+        Dopamine's `create_atari_environment` sets 100 000. 0 disables it.
+      stop_observation: the frame of a step whose emulation stopped early (a
+        game over or, with `terminal_on_life_loss`, a lost life): "dopamine"
+        pools the two screen buffers as they stand, as Dopamine's
+        `AtariPreprocessing` does (see the module docstring); "stop_frame"
+        shows the screen of the frame where emulation stopped.
     """
 
     game: str
@@ -194,6 +228,9 @@ class AtariConfig:
     terminal_on_life_loss: bool = False
     full_action_space: bool = False
     noop_max: int = 0
+    noop_start_steps: int = 0
+    max_episode_frames: int = 100_000
+    stop_observation: str = "dopamine"
 
     def __post_init__(self):
         object.__setattr__(self, "game", resolve_game_name(self.game))
@@ -210,6 +247,13 @@ class AtariConfig:
         _check_int("stack_size", self.stack_size, 1)
         _check_int("max_episode_steps", self.max_episode_steps, 1)
         _check_int("noop_max", self.noop_max, 0)
+        _check_int("noop_start_steps", self.noop_start_steps, 0)
+        _check_int("max_episode_frames", self.max_episode_frames, 0)
+        if self.stop_observation not in _STOP_OBSERVATIONS:
+            raise ValueError(
+                "AtariConfig.stop_observation must be one of "
+                f"{', '.join(map(repr, _STOP_OBSERVATIONS))}, got "
+                f"{self.stop_observation!r}.")
         _check_bool("terminal_on_life_loss", self.terminal_on_life_loss)
         _check_bool("full_action_space", self.full_action_space)
 
@@ -221,7 +265,9 @@ class AtariConfig:
           "dopamine": the SPEC §5 defaults (sticky actions 0.25, no life-loss
             terminal) used by the main study.
           "der": Atari 100k as in DER/Dopamine's atari_100k: no sticky
-            actions, life loss is a terminal.
+            actions, life loss is a terminal, 0-29 no-op agent steps at the
+            start of every game (`noop_start_steps=30`, the runner's
+            `max_noops`).
 
         Args:
           name: "dopamine" or "der".
@@ -236,7 +282,8 @@ class AtariConfig:
         """
         presets = {
             "dopamine": {},
-            "der": {"sticky_action_prob": 0.0, "terminal_on_life_loss": True},
+            "der": {"sticky_action_prob": 0.0, "terminal_on_life_loss": True,
+                    "noop_start_steps": 30},
         }
         if name not in presets:
             raise ValueError(
@@ -304,9 +351,7 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
             repeat_action_probability=config.sticky_action_prob,
             full_action_space=config.full_action_space,
             obs_type="grayscale",
-            # 0 disables ALE's own frame cap: the agent-step cap is ours, so
-            # no-op frames and life-loss breaks cannot make it fire early.
-            max_num_frames_per_episode=0,
+            max_num_frames_per_episode=config.max_episode_frames,
             disable_env_checker=True,
         )
         self._ale = self._gym_env.unwrapped.ale
@@ -319,7 +364,6 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
         height, width = self._ale.getScreenDims()
         self._screens = (np.zeros((height, width), np.uint8),
                          np.zeros((height, width), np.uint8))
-        self._pooled = np.zeros((height, width), np.uint8)
         size = config.screen_size
         self._resize_shape = (size, size)
         self._frame = np.zeros((size, size), np.uint8)
@@ -339,6 +383,7 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
         self._lives = 0
         self._game_return = 0.0
         self._game_length = 0
+        self._noop_steps = 0
         self._info = None
 
     @property
@@ -357,6 +402,11 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
         return [action.name for action in self._action_set]
 
     @property
+    def noop_steps(self):
+        """No-op agent steps played at the start of the current game."""
+        return self._noop_steps
+
+    @property
     def lives(self):
         """Lives left in the current game."""
         return int(self._ale.lives())
@@ -368,7 +418,7 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
         return self._action_spec
 
     def seed(self, seed):
-        """Seeds the next game reset (emulator and no-op count).
+        """Seeds the next game reset (emulator and no-op counts).
 
         Args:
           seed: int >= 0 or None (fresh entropy).
@@ -409,21 +459,91 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
         self._gym_env.close()
 
     def _start_game(self):
-        """Resets the emulator, plays the no-op start and fetches frame 0."""
+        """Resets the emulator, plays the no-op starts and fetches frame 0."""
         seed, self._pending_seed = self._pending_seed, None
-        self._gym_env.reset(seed=seed)
+        self._reset_emulator(seed)
         noop_max = self._config.noop_max
         if noop_max > 0:
             for _ in range(int(self._noop_rng.integers(1, noop_max + 1))):
                 self._ale.act(ale_py.Action.NOOP)
                 if self._ale.game_over():
                     self._gym_env.reset()
-        self._ale.getScreenGrayscale(self._screens[0])
-        self._process_frame(self._screens[0])
-        self._lives = self._ale.lives()
+            self._fetch_reset_frame()
+        self._noop_steps = 0
+        if self._config.noop_start_steps > 0:
+            self._noop_steps = int(self._noop_rng.integers(
+                0, self._config.noop_start_steps))
+            for _ in range(self._noop_steps):
+                _, game_over, life_lost = self._emulate(self._action_set[0])
+                if game_over or (self._config.terminal_on_life_loss
+                                 and life_lost):
+                    # Dopamine's runner resets the environment on any
+                    # terminal among the no-ops, a lost life included.
+                    self._reset_emulator(None)
         self._game_return = 0.0
         self._game_length = 0
         self._needs_game_reset = False
+
+    def _reset_emulator(self, seed):
+        self._gym_env.reset(seed=seed)
+        self._fetch_reset_frame()
+
+    def _fetch_reset_frame(self):
+        # As Dopamine's reset: buffer 0 the screen, buffer 1 zeros.
+        self._ale.getScreenGrayscale(self._screens[0])
+        self._screens[1].fill(0)
+        self._process_frame(self._screens[0])
+        self._lives = self._ale.lives()
+
+    def _emulate(self, ale_action):
+        """Plays one agent step of `ale_action`; sets `self._frame`.
+
+        Returns:
+          (summed reward, game over, life lost).
+        """
+        ale = self._ale
+        screens = self._screens
+        frame_skip = self._config.frame_skip
+        check_lives = self._config.terminal_on_life_loss
+        stop_frame = self._config.stop_observation == "stop_frame"
+        reward = 0.0
+        game_over = False
+        life_lost = False
+        for t in range(frame_skip):
+            reward += ale.act(ale_action)
+            game_over = ale.game_over()
+            if check_lives:
+                lives = ale.lives()
+                life_lost = lives < self._lives
+                self._lives = lives
+            stop = game_over or life_lost
+            if stop and stop_frame:
+                ale.getScreenGrayscale(screens[1])
+                if t == frame_skip - 1 and frame_skip > 1:
+                    np.maximum(screens[0], screens[1], out=screens[0])
+                    self._process_frame(screens[0])
+                else:
+                    self._process_frame(screens[1])
+                break
+            # The last two frames of the skip go to buffers 0 and 1; a stop
+            # before them leaves what the previous step put there. (With no
+            # skip the one frame goes to buffer 0, which is shown; Dopamine's
+            # `AtariPreprocessing` would show its reset frame throughout.)
+            if t >= frame_skip - 2:
+                slot = t - (frame_skip - 2) if frame_skip > 1 else 0
+                ale.getScreenGrayscale(screens[slot])
+            if stop:
+                break
+        if not (stop and stop_frame):
+            if frame_skip > 1:
+                # In place, as Dopamine pools: a later early stop pools this.
+                np.maximum(screens[0], screens[1], out=screens[0])
+            self._process_frame(screens[0])
+        if not check_lives:
+            lives = ale.lives()
+            life_lost = lives < self._lives
+            self._lives = lives
+        return reward, game_over, life_lost
 
     def _process_frame(self, screen):
         self._frame = cv2.resize(screen, self._resize_shape,
@@ -461,47 +581,8 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
             raise ValueError(
                 f"action must be an int in [0, {self._num_actions - 1}] for "
                 f"{self._config.game}, got {action!r}.")
-        ale = self._ale
-        ale_action = self._action_set[index]
-        frame_skip = self._config.frame_skip
+        reward, game_over, life_lost = self._emulate(self._action_set[index])
         check_lives = self._config.terminal_on_life_loss
-        reward = 0.0
-        game_over = False
-        life_lost = False
-        for t in range(frame_skip):
-            reward += ale.act(ale_action)
-            game_over = ale.game_over()
-            if check_lives:
-                lives = ale.lives()
-                life_lost = lives < self._lives
-                self._lives = lives
-            if game_over or life_lost:
-                # Stop at the event (as Dopamine does) but, unlike Dopamine,
-                # show the screen of that very frame, pooled with the frame
-                # before it only when that one was fetched this step.
-                ale.getScreenGrayscale(self._screens[1])
-                if t == frame_skip - 1 and frame_skip > 1:
-                    np.maximum(self._screens[0], self._screens[1],
-                               out=self._pooled)
-                    self._process_frame(self._pooled)
-                else:
-                    self._process_frame(self._screens[1])
-                break
-            if t == frame_skip - 2:
-                ale.getScreenGrayscale(self._screens[0])
-            elif t == frame_skip - 1:
-                ale.getScreenGrayscale(self._screens[1])
-                if frame_skip > 1:
-                    np.maximum(self._screens[0], self._screens[1],
-                               out=self._pooled)
-                    self._process_frame(self._pooled)
-                else:
-                    self._process_frame(self._screens[1])
-        if not check_lives:
-            lives = ale.lives()
-            life_lost = lives < self._lives
-            self._lives = lives
-
         self._game_length += 1
         self._game_return += reward
         truncated = (not game_over
