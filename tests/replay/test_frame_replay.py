@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from tf_softmoe.replay import BatchPrefetcher
 from tf_softmoe.replay import FrameReplayBuffer
 from tf_softmoe.replay import synthetic_transitions
 
@@ -601,43 +600,6 @@ def test_truncate_open_episode_makes_the_last_frame_the_final_observation():
     assert batch["discount"].tolist() == [0.25, 0.5]
     assert newest(batch["next_state"]).tolist() == [[2, 3], [2, 3]]
     assert newest(buffer.get_transitions([3])["state"]).tolist() == [[0, 10]]
-
-
-# --------------------------------------------------------------------------
-# Prefetching.
-
-
-def test_batch_prefetcher_yields_batches_while_the_collector_adds():
-    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
-                               prioritized=True, seed=0)
-    for k in range(40):
-        buffer.add(frame(1 + k % 200), 0, 1.0, terminal=k % 13 == 12)
-    with BatchPrefetcher(buffer, 8, depth=2) as batches:
-        for k in range(30):
-            batch = next(batches)
-            assert batch["state"].shape == (8, 3, 3, 4)
-            buffer.update_priorities(batch["indices"], np.full(8, 0.5))
-            buffer.add(frame(100 + k), 1, 0.0, terminal=k % 9 == 8)
-
-
-def test_batch_prefetcher_refuses_to_start_before_the_warm_up():
-    buffer = BootstrapBuffer(64, frame_shape=(3, 3))
-    with pytest.raises(ValueError, match="cannot sample a batch of 8 yet"):
-        BatchPrefetcher(buffer, 8)
-
-
-def test_as_tf_dataset_yields_batches_of_the_declared_spec():
-    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
-                               prioritized=True, seed=0)
-    for k in range(40):
-        buffer.add(frame(1 + k), k % 4, 1.0, terminal=False)
-    dataset = buffer.as_tf_dataset(8, prefetch=2)
-    for batch in dataset.take(2):
-        for name, (shape, dtype) in buffer.batch_spec(8).items():
-            assert tuple(batch[name].shape) == shape
-            assert batch[name].dtype.as_numpy_dtype == dtype
-    unprefetched = buffer.as_tf_dataset(8, prefetch=0)
-    assert next(iter(unprefetched))["state"].shape == (8, 3, 3, 4)
 
 
 # --------------------------------------------------------------------------

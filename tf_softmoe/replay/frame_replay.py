@@ -59,9 +59,9 @@ mass split into ``batch_size`` equal segments, one draw in each), and
 with ``beta = importance_exponent`` (0.5: ``1/sqrt(P)`` normalised by its max).
 
 Threads. ``add``, ``sample``, ``update_priorities`` and the checkpoint methods
-hold one re-entrant lock, so a background sampler (``BatchPrefetcher`` or
-``as_tf_dataset`` with prefetch) can run beside the collector. NumPy releases
-the GIL during the large copies, so the overlap with training is real.
+hold one re-entrant lock, so a sampler on another thread can run beside the
+collector. NumPy releases the GIL during the large copies, so such an overlap
+is real.
 
 Reference: Dopamine's ``circular_replay_buffer`` and
 ``prioritized_replay_buffer`` (Castro et al., 2018), read for behaviour only.
@@ -594,21 +594,6 @@ class FrameReplayBuffer:
         batch["indices"] = indices
         return batch
 
-    def batch_spec(self, batch_size):
-        """dict name -> (shape, dtype) of ``sample(batch_size)``'s arrays."""
-        state_shape = (batch_size,) + self._frame_shape + (self._stack_size,)
-        return {
-            "state": (state_shape, self._frame_dtype),
-            "action": ((batch_size,), np.dtype(np.int32)),
-            "reward": ((batch_size,), np.dtype(np.float32)),
-            "next_state": (state_shape, self._frame_dtype),
-            "discount": ((batch_size,), np.dtype(np.float32)),
-            "terminal": ((batch_size,), np.dtype(np.bool_)),
-            "indices": ((batch_size,), np.dtype(np.int64)),
-            "probabilities": ((batch_size,), np.dtype(np.float32)),
-            "importance_weights": ((batch_size,), np.dtype(np.float32)),
-        }
-
     def _uniform_indices(self, batch_size):
         oldest, lo, hi = self._sampleable_range()
         positions = self._rng.integers(lo, hi, size=batch_size)
@@ -674,13 +659,14 @@ class FrameReplayBuffer:
         Stores ``priorities ** priority_exponent`` (Dopamine passes
         ``sqrt(loss + 1e-10)`` with exponent 1). Indices that stopped being
         sampleable since they were drawn (overwritten or now among the oldest
-        stack_size - 1 slots, possible when batches are prefetched while the
-        collector adds) are skipped, so the tree never gives weight to an
-        unsampleable slot. An index overwritten *and* sampleable again (more
-        than ``n_step`` adds between sampling and update, at the very oldest
-        end of the buffer) cannot be told apart and receives the update; with
-        a prefetch depth of a few batches this touches a handful of
-        transitions out of a million. With duplicate indices the last wins.
+        stack_size - 1 slots, possible when the collector adds between the
+        sampling and the update, as with the loop's ``overlap_updates``) are
+        skipped, so the tree never gives weight to an unsampleable slot. An
+        index overwritten *and* sampleable again (more than ``n_step`` adds
+        between sampling and update, at the very oldest end of the buffer)
+        cannot be told apart and receives the update; with a few batches in
+        flight this touches a handful of transitions out of a million. With
+        duplicate indices the last wins.
 
         Args:
             indices: int array-like [K] from ``sample()["indices"]``.
@@ -727,44 +713,6 @@ class FrameReplayBuffer:
         indices = self._check_indices(indices)
         with self._lock:
             return self._sum_tree.get(indices)
-
-    # ------------------------------------------------------------- prefetching
-
-    def as_tf_dataset(self, batch_size, prefetch=2):
-        """An endless ``tf.data.Dataset`` of ``sample(batch_size)`` batches.
-
-        With ``prefetch > 0`` tf.data samples up to that many batches ahead on
-        a background thread while the model trains, so a batch can predate the
-        priority updates of the last ``prefetch`` training steps (and the
-        transitions added meanwhile); ``prefetch=0`` samples on demand with no
-        staleness. Start iterating only once ``can_sample(batch_size)``.
-
-        Args:
-            batch_size: positive int.
-            prefetch: number of batches to prepare ahead (0 disables).
-
-        Returns:
-            a ``tf.data.Dataset`` of dicts of tensors (keys as in ``sample``).
-        """
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-        batch_size = _positive_int(batch_size, "batch_size")
-        prefetch = int(prefetch)
-        if prefetch < 0:
-            raise ValueError(f"prefetch must be >= 0, got {prefetch}.")
-        signature = {
-            name: tf.TensorSpec(shape, tf.as_dtype(dtype), name=name)
-            for name, (shape, dtype) in self.batch_spec(batch_size).items()}
-
-        def batches():
-            while True:
-                yield self.sample(batch_size)
-
-        dataset = tf.data.Dataset.from_generator(batches,
-                                                 output_signature=signature)
-        if prefetch:
-            dataset = dataset.prefetch(prefetch)
-        return dataset
 
     # ------------------------------------------------------------- checkpoints
 
