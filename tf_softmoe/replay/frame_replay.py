@@ -67,17 +67,14 @@ Reference: Dopamine's ``circular_replay_buffer`` and
 ``prioritized_replay_buffer`` (Castro et al., 2018), read for behaviour only.
 """
 
-import glob
 import json
 import math
 import operator
-import os
 import threading
-import uuid
 
 import numpy as np
 
-from tf_softmoe import _files
+from tf_softmoe.replay import persistence
 from tf_softmoe.replay.sum_tree import SumTree
 from tf_softmoe.replay.sum_tree import check_indices
 
@@ -95,8 +92,6 @@ _NOT_A_TRANSITION = FINAL_FRAME | CUT
 # What happens to the last transitions of an episode cut by a time limit.
 TIME_LIMIT_CUTS = ("drop", "bootstrap")
 
-_FORMAT_VERSION = 1
-_MANIFEST = "replay_buffer.json"
 _INT32 = np.iinfo(np.int32)
 
 
@@ -769,7 +764,7 @@ class FrameReplayBuffer:
             if copy:
                 arrays = {name: array.copy() for name, array in arrays.items()}
             return {
-                "format_version": _FORMAT_VERSION,
+                "format_version": persistence.FORMAT_VERSION,
                 "config": self._config(),
                 "counters": self._counters(),
                 "rng_state": _copy_rng_state(self._rng.bit_generator.state),
@@ -780,20 +775,15 @@ class FrameReplayBuffer:
         """Restores ``state_dict()`` output into this buffer.
 
         Raises:
-            ValueError: if the state was saved with other settings or its
-                arrays have the wrong shapes or dtypes.
+            ValueError: if the state has another format version, was saved
+                with other settings or its arrays have the wrong shapes or
+                dtypes.
         """
-        if state.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"Replay state has format_version "
-                f"{state.get('format_version')!r}; this code reads version "
-                f"{_FORMAT_VERSION}.")
+        state = persistence.upgrade(state)
         mismatched = []
         mine = self._config()
         for key, value in mine.items():
-            # Buffers saved before the switch existed bootstrapped at cuts.
-            theirs = state["config"].get(
-                key, "bootstrap" if key == "time_limit_cut" else None)
+            theirs = state["config"].get(key)
             if key == "frame_shape":
                 theirs = list(theirs) if theirs is not None else None
             if theirs != value:
@@ -836,19 +826,14 @@ class FrameReplayBuffer:
             self._num_added = int(counters["num_added"])
             self._final_frames_stored = int(counters["final_frames_stored"])
             self._max_priority = float(counters["max_priority"])
-            # Saved before this was kept: the newest slots enter at the max.
-            self._priority_at_write[:] = counters.get(
-                "priority_at_write", self._max_priority)
+            self._priority_at_write[:] = counters["priority_at_write"]
             self._rng.bit_generator.state = _copy_rng_state(state["rng_state"])
 
     def save(self, directory):
         """Writes the buffer to ``directory`` as .npy files plus a manifest.
 
-        Atomic for readers: the arrays go to new files (temporary name, fsync,
-        rename) tagged with a fresh generation id, then the JSON manifest that
-        names that generation replaces the old one in a single rename; only
-        then are the previous generation's files deleted. A crash at any point
-        leaves a manifest that names a complete set of files.
+        The format and the crash safety (a reader always finds a complete
+        generation of files) are described in ``persistence``.
 
         Args:
             directory: folder to write into (created if missing).
@@ -856,116 +841,20 @@ class FrameReplayBuffer:
         Returns:
             the manifest path.
         """
-        os.makedirs(directory, exist_ok=True)
-        generation = uuid.uuid4().hex[:12]
         with self._lock:
-            arrays = self._array_views()
-            files = {}
-            for name, array in arrays.items():
-                filename = f"{name}.{generation}.npy"
-                _files.atomic_write(
-                    os.path.join(directory, filename),
-                    lambda f, a=array: np.save(f, a, allow_pickle=False))
-                files[name] = filename
-            manifest = {
-                "format_version": _FORMAT_VERSION,
-                "generation": generation,
-                "config": self._config(),
-                "counters": self._counters(),
-                "rng_state": _copy_rng_state(self._rng.bit_generator.state),
-                "files": files,
-            }
-        payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        manifest_path = os.path.join(directory, _MANIFEST)
-        _files.atomic_write(manifest_path, lambda f: f.write(payload))
-        _files.fsync_directory(directory)
-        keep = set(files.values())
-        for path in glob.glob(os.path.join(directory, "*.npy")):
-            if os.path.basename(path) not in keep:
-                os.remove(path)
-        return manifest_path
-
-    @staticmethod
-    def _read_saved(directory):
-        manifest_path = os.path.join(directory, _MANIFEST)
-        if not os.path.exists(manifest_path):
-            raise ValueError(
-                f"No replay buffer saved in {directory!r} (missing "
-                f"{_MANIFEST}); write one with FrameReplayBuffer.save().")
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        arrays = {
-            name: np.load(os.path.join(directory, filename), mmap_mode="r",
-                          allow_pickle=False)
-            for name, filename in manifest["files"].items()}
-        return {
-            "format_version": manifest["format_version"],
-            "config": manifest["config"],
-            "counters": manifest["counters"],
-            "rng_state": manifest["rng_state"],
-            "arrays": arrays,
-        }
+            return persistence.write(directory, self.state_dict(copy=False))
 
     def restore(self, directory):
         """Loads what ``save(directory)`` wrote into this buffer."""
-        self.load_state_dict(self._read_saved(directory))
+        self.load_state_dict(persistence.read(directory))
 
     @classmethod
     def load(cls, directory):
         """A new buffer built with the saved settings and contents."""
-        state = cls._read_saved(directory)
-        config = dict(state["config"])
-        config["frame_shape"] = tuple(config["frame_shape"])
-        config["frame_dtype"] = np.dtype(config["frame_dtype"])
-        config.setdefault("time_limit_cut", "bootstrap")
-        buffer = cls(**config)
+        state = persistence.read(directory)
+        buffer = cls(**persistence.constructor_args(state["config"]))
         buffer.load_state_dict(state)
         return buffer
-
-    # ------------------------------------------------------ benchmark filling
-
-    def _fill_for_benchmark(self, num_transitions, episode_length=1000,
-                            seed=0):
-        """Bulk-writes synthetic terminal-ended episodes (benchmarks only).
-
-        Produces exactly the state that ``num_transitions`` calls of
-        ``add(*synthetic_transitions(...)[t])`` would produce on this empty
-        buffer (a test checks it), but writes the arrays in vectorised chunks
-        so a 1 M buffer fills in seconds. The sampling RNG is not touched.
-
-        Raises:
-            ValueError: if the buffer is not empty.
-        """
-        if self._slots_written:
-            raise ValueError("_fill_for_benchmark needs an empty buffer.")
-        cap = self._capacity
-        first = max(0, num_transitions - cap)
-        chunk = 1 << 14
-        with self._lock:
-            for start in range(first, num_transitions, chunk):
-                stop = min(start + chunk, num_transitions)
-                frames, actions, rewards, terminals = synthetic_transitions(
-                    start, stop, self._frame_shape, self._frame_dtype,
-                    episode_length, seed)
-                steps = np.arange(start, stop)
-                slots = steps % cap
-                flags = np.where(terminals, TERMINAL, 0)
-                flags |= np.where(steps % episode_length == 0, EPISODE_START,
-                                  0)
-                # Only the last `cap` steps are written, so the slots of all
-                # chunks are distinct and the order of writing is irrelevant.
-                self._frames[slots] = frames
-                self._actions[slots] = actions
-                self._rewards[slots] = rewards
-                self._flags[slots] = flags
-            self._slots_written = num_transitions
-            self._num_added = num_transitions
-            self._final_frames_stored = 0
-            if self._sum_tree is not None:
-                oldest, lo, hi = self._sampleable_range()
-                leaves = self._sum_tree.nodes[cap:]
-                leaves[(oldest + np.arange(lo, hi)) % cap] = self._max_priority
-                self._sum_tree.rebuild()
 
     # ----------------------------------------------------------------- checks
 
@@ -984,34 +873,6 @@ class FrameReplayBuffer:
     def _check_indices(self, indices):
         return check_indices(
             indices, self._capacity, "indices (from sample()['indices'])")
-
-
-def synthetic_transitions(start, stop, frame_shape=(84, 84),
-                          frame_dtype=np.uint8, episode_length=1000, seed=0):
-    """Cheap deterministic transitions ``start..stop-1`` for benchmarks/tests.
-
-    Frames cycle through 256 random patterns with the step number written
-    into the first bytes, so every stored frame differs; episodes have
-    ``episode_length`` steps and end with a terminal.
-
-    Returns:
-        frames [K, *frame_shape], actions [K] int32, rewards [K] float32 in
-        {-1, 0, 1}, terminals [K] bool.
-    """
-    rng = np.random.default_rng(seed)
-    frame_dtype = np.dtype(frame_dtype)
-    patterns = rng.integers(0, 256, size=(256,) + tuple(frame_shape))
-    patterns = patterns.astype(frame_dtype)
-    steps = np.arange(start, stop, dtype=np.int64)
-    frames = patterns[steps % 256]
-    flat = frames.reshape(len(steps), -1)
-    flat[:, 0] = (steps % 251).astype(frame_dtype)
-    if flat.shape[1] > 1:
-        flat[:, 1] = ((steps // 251) % 251).astype(frame_dtype)
-    actions = (steps % 18).astype(np.int32)
-    rewards = ((steps * 7919) % 3 - 1).astype(np.float32)
-    terminals = (steps % episode_length) == episode_length - 1
-    return frames, actions, rewards, terminals
 
 
 def interleave_planes(planes, use_opencv=None):
