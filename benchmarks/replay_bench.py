@@ -9,12 +9,13 @@ For a uniform and a prioritized FrameReplayBuffer of ``--capacity`` slots
   * the cost of ``update_priorities`` on a batch and of one ``add``.
 
 Filling: adding 1 M frames through ``add`` one by one takes minutes of Python,
-so the buffer is filled by ``FrameReplayBuffer._fill_for_benchmark``, which
-writes the same arrays ``add`` would write for the same synthetic episodes
-(tests/replay/test_frame_replay.py checks the equality) in vectorised chunks.
-Every frame is written, so sampling reads real, distinct memory pages rather
-than the shared zero page of an untouched allocation. The two buffers are built
-one after the other (each holds ~7 GB).
+so the buffer is filled by ``benchmarks.replay_fill.fill_with_synthetic_episodes``,
+which builds the same arrays ``add`` would write for the same synthetic
+episodes (tests/benchmarks/test_replay_fill.py checks the equality) in
+vectorised chunks and loads them as a checkpoint is restored. Every frame is
+written, so sampling reads real, distinct memory pages rather than the shared
+zero page of an untouched allocation. The two buffers are built one after the
+other (each holds ~7 GB; the fill briefly needs as much again).
 
 Usage:
   python -m benchmarks.replay_bench [--capacity N] [--batch-size 32]
@@ -28,6 +29,7 @@ import time
 import numpy as np
 
 from benchmarks.common import print_table, time_call, write_json
+from benchmarks.replay_fill import fill_with_synthetic_episodes
 from tf_softmoe.replay import FrameReplayBuffer
 
 BUDGET_BYTES_PER_TRANSITION = 7200
@@ -38,7 +40,8 @@ def _bench_one(prioritized, capacity, batch_size, rounds, n_step):
                                n_step=n_step, gamma=0.99,
                                prioritized=prioritized, seed=0)
     start = time.perf_counter()
-    buffer._fill_for_benchmark(capacity, episode_length=2000, seed=0)
+    fill_with_synthetic_episodes(buffer, capacity, episode_length=2000,
+                                 seed=0)
     fill_s = time.perf_counter() - start
 
     sample = time_call(lambda: buffer.sample(batch_size), rounds=rounds,

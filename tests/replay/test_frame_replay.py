@@ -1,14 +1,15 @@
 """Tests of FrameReplayBuffer: stacks, n-step targets, wrap-around, priorities,
 checkpoints, memory and errors."""
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from tf_softmoe.replay import BatchPrefetcher
+from benchmarks.replay_fill import synthetic_transitions
 from tf_softmoe.replay import FrameReplayBuffer
-from tf_softmoe.replay import synthetic_transitions
 
 
 def BootstrapBuffer(*args, **kwargs):  # pylint: disable=invalid-name
@@ -512,6 +513,88 @@ def test_load_state_dict_rejects_other_settings():
         other.load_state_dict(buffer.state_dict())
 
 
+# Written by the code before persistence moved to its own module (the
+# buffer of _checkpoint_fixture_buffer, generation c7b22b554645).
+_V1_CHECKPOINT = os.path.join(os.path.dirname(__file__), "data",
+                              "replay_buffer_v1")
+
+
+def _checkpoint_fixture_buffer():
+    buffer = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4, n_step=3,
+                               prioritized=True, seed=9)
+    frames, actions, rewards, terminals = synthetic_transitions(
+        0, 45, (4, 4), np.uint8, episode_length=7)
+    for k in range(45):
+        buffer.add(frames[k], actions[k], rewards[k], terminals[k],
+                   truncated=k == 40)
+    buffer.sample(8)
+    buffer.update_priorities(np.arange(5, 15), np.linspace(0.1, 3, 10))
+    return buffer
+
+
+def _assert_same_buffer(want, got):
+    want_state, got_state = want.state_dict(), got.state_dict()
+    for key in ("config", "counters", "rng_state"):
+        assert want_state[key] == got_state[key], key
+    for key in want_state["arrays"]:
+        np.testing.assert_array_equal(want_state["arrays"][key],
+                                      got_state["arrays"][key], err_msg=key)
+    for want_batch, got_batch in ((want.sample(16), got.sample(16)),
+                                  (want.sample(16), got.sample(16))):
+        for key in want_batch:
+            np.testing.assert_array_equal(want_batch[key], got_batch[key],
+                                          err_msg=key)
+
+
+def test_a_checkpoint_written_before_the_persistence_split_restores():
+    _assert_same_buffer(_checkpoint_fixture_buffer(),
+                        FrameReplayBuffer.load(_V1_CHECKPOINT))
+    restored = FrameReplayBuffer(30, frame_shape=(4, 4), stack_size=4,
+                                 n_step=3, prioritized=True, seed=0)
+    restored.restore(_V1_CHECKPOINT)
+    _assert_same_buffer(_checkpoint_fixture_buffer(), restored)
+
+
+def _copy_with_manifest(tmp_path, edit):
+    directory = tmp_path / "replay"
+    shutil.copytree(_V1_CHECKPOINT, directory)
+    manifest_path = directory / "replay_buffer.json"
+    manifest = json.loads(manifest_path.read_text())
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    return str(directory)
+
+
+def test_a_checkpoint_from_before_time_limit_cut_and_priority_at_write(
+        tmp_path):
+    def strip(manifest):
+        del manifest["config"]["time_limit_cut"]
+        del manifest["counters"]["priority_at_write"]
+        manifest["counters"]["max_priority"] = 2.5
+
+    directory = _copy_with_manifest(tmp_path, strip)
+    loaded = FrameReplayBuffer.load(directory)
+    # Those writers bootstrapped at cuts, and the pending slots enter the tree
+    # at the largest priority seen.
+    assert loaded.time_limit_cut == "bootstrap"
+    counters = loaded.state_dict()["counters"]
+    assert counters["priority_at_write"] == [2.5] * 4
+    with pytest.raises(ValueError, match="time_limit_cut: saved 'bootstrap'"):
+        _checkpoint_fixture_buffer().restore(directory)
+
+
+def test_a_checkpoint_of_another_format_version_is_refused(tmp_path):
+    def future(manifest):
+        manifest["format_version"] = 2
+
+    directory = _copy_with_manifest(tmp_path, future)
+    with pytest.raises(ValueError, match="format_version 2; this code reads "
+                                         "version 1"):
+        FrameReplayBuffer.load(directory)
+    with pytest.raises(ValueError, match="format_version 2"):
+        _checkpoint_fixture_buffer().restore(directory)
+
+
 def test_restore_from_an_empty_directory_says_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="replay_buffer.json"):
         FrameReplayBuffer.load(str(tmp_path))
@@ -557,32 +640,6 @@ def test_a_million_slots_fit_7200_bytes_each_and_are_allocated_lazily():
 
 
 # --------------------------------------------------------------------------
-# The bulk fill of the benchmark is the same as adding step by step.
-
-
-@pytest.mark.parametrize("prioritized", [False, True])
-def test_fill_for_benchmark_equals_adding_one_by_one(prioritized):
-    def make():
-        return BootstrapBuffer(50, frame_shape=(5, 6), stack_size=4,
-                                 n_step=3, prioritized=prioritized, seed=1)
-
-    bulk, stepwise = make(), make()
-    bulk._fill_for_benchmark(137, episode_length=9, seed=4)
-    frames, actions, rewards, terminals = synthetic_transitions(
-        0, 137, (5, 6), np.uint8, episode_length=9, seed=4)
-    for k in range(137):
-        stepwise.add(frames[k], actions[k], rewards[k], terminals[k])
-    want, got = stepwise.state_dict(), bulk.state_dict()
-    assert want["counters"] == got["counters"]
-    for key in want["arrays"]:
-        np.testing.assert_array_equal(want["arrays"][key], got["arrays"][key],
-                                      err_msg=key)
-    want, got = stepwise.sample(16), bulk.sample(16)
-    for key in want:
-        np.testing.assert_array_equal(want[key], got[key], err_msg=key)
-
-
-# --------------------------------------------------------------------------
 # Abandoned episodes.
 
 
@@ -601,43 +658,6 @@ def test_truncate_open_episode_makes_the_last_frame_the_final_observation():
     assert batch["discount"].tolist() == [0.25, 0.5]
     assert newest(batch["next_state"]).tolist() == [[2, 3], [2, 3]]
     assert newest(buffer.get_transitions([3])["state"]).tolist() == [[0, 10]]
-
-
-# --------------------------------------------------------------------------
-# Prefetching.
-
-
-def test_batch_prefetcher_yields_batches_while_the_collector_adds():
-    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
-                               prioritized=True, seed=0)
-    for k in range(40):
-        buffer.add(frame(1 + k % 200), 0, 1.0, terminal=k % 13 == 12)
-    with BatchPrefetcher(buffer, 8, depth=2) as batches:
-        for k in range(30):
-            batch = next(batches)
-            assert batch["state"].shape == (8, 3, 3, 4)
-            buffer.update_priorities(batch["indices"], np.full(8, 0.5))
-            buffer.add(frame(100 + k), 1, 0.0, terminal=k % 9 == 8)
-
-
-def test_batch_prefetcher_refuses_to_start_before_the_warm_up():
-    buffer = BootstrapBuffer(64, frame_shape=(3, 3))
-    with pytest.raises(ValueError, match="cannot sample a batch of 8 yet"):
-        BatchPrefetcher(buffer, 8)
-
-
-def test_as_tf_dataset_yields_batches_of_the_declared_spec():
-    buffer = BootstrapBuffer(64, frame_shape=(3, 3), stack_size=4, n_step=3,
-                               prioritized=True, seed=0)
-    for k in range(40):
-        buffer.add(frame(1 + k), k % 4, 1.0, terminal=False)
-    dataset = buffer.as_tf_dataset(8, prefetch=2)
-    for batch in dataset.take(2):
-        for name, (shape, dtype) in buffer.batch_spec(8).items():
-            assert tuple(batch[name].shape) == shape
-            assert batch[name].dtype.as_numpy_dtype == dtype
-    unprefetched = buffer.as_tf_dataset(8, prefetch=0)
-    assert next(iter(unprefetched))["state"].shape == (8, 3, 3, 4)
 
 
 # --------------------------------------------------------------------------

@@ -443,11 +443,6 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
             raise ValueError("get_info() needs a reset() or step() first.")
         return self._info
 
-    def reset_game(self):
-        """Starts a new game even right after a life-loss `LAST`."""
-        self._needs_game_reset = True
-        return self.reset()
-
     def render(self, mode="rgb_array"):
         """The current RGB screen, uint8 [210, 160, 3]."""
         if mode != "rgb_array":

@@ -83,8 +83,3 @@ class PerExpertGlorotUniform(tf.keras.initializers.Initializer):
 
     def get_config(self):
         return {"seed": self.seed}
-
-
-def float32_softmax(logits, axis):
-    """Softmax in float32 whatever the compute dtype (bfloat16 sums drift)."""
-    return tf.nn.softmax(tf.cast(logits, tf.float32), axis=axis)

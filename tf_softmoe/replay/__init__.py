@@ -1,13 +1,9 @@
 """Replay memory: frame-once circular buffer, n-step, prioritized sampling."""
 
 from tf_softmoe.replay.frame_replay import FrameReplayBuffer
-from tf_softmoe.replay.frame_replay import synthetic_transitions
-from tf_softmoe.replay.prefetch import BatchPrefetcher
 from tf_softmoe.replay.sum_tree import SumTree
 
 __all__ = [
-    "BatchPrefetcher",
     "FrameReplayBuffer",
     "SumTree",
-    "synthetic_transitions",
 ]

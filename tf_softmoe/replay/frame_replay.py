@@ -59,25 +59,22 @@ mass split into ``batch_size`` equal segments, one draw in each), and
 with ``beta = importance_exponent`` (0.5: ``1/sqrt(P)`` normalised by its max).
 
 Threads. ``add``, ``sample``, ``update_priorities`` and the checkpoint methods
-hold one re-entrant lock, so a background sampler (``BatchPrefetcher`` or
-``as_tf_dataset`` with prefetch) can run beside the collector. NumPy releases
-the GIL during the large copies, so the overlap with training is real.
+hold one re-entrant lock, so a sampler on another thread can run beside the
+collector. NumPy releases the GIL during the large copies, so such an overlap
+is real.
 
 Reference: Dopamine's ``circular_replay_buffer`` and
 ``prioritized_replay_buffer`` (Castro et al., 2018), read for behaviour only.
 """
 
-import glob
 import json
 import math
 import operator
-import os
 import threading
-import uuid
 
 import numpy as np
 
-from tf_softmoe import _files
+from tf_softmoe.replay import persistence
 from tf_softmoe.replay.sum_tree import SumTree
 from tf_softmoe.replay.sum_tree import check_indices
 
@@ -95,8 +92,6 @@ _NOT_A_TRANSITION = FINAL_FRAME | CUT
 # What happens to the last transitions of an episode cut by a time limit.
 TIME_LIMIT_CUTS = ("drop", "bootstrap")
 
-_FORMAT_VERSION = 1
-_MANIFEST = "replay_buffer.json"
 _INT32 = np.iinfo(np.int32)
 
 
@@ -594,21 +589,6 @@ class FrameReplayBuffer:
         batch["indices"] = indices
         return batch
 
-    def batch_spec(self, batch_size):
-        """dict name -> (shape, dtype) of ``sample(batch_size)``'s arrays."""
-        state_shape = (batch_size,) + self._frame_shape + (self._stack_size,)
-        return {
-            "state": (state_shape, self._frame_dtype),
-            "action": ((batch_size,), np.dtype(np.int32)),
-            "reward": ((batch_size,), np.dtype(np.float32)),
-            "next_state": (state_shape, self._frame_dtype),
-            "discount": ((batch_size,), np.dtype(np.float32)),
-            "terminal": ((batch_size,), np.dtype(np.bool_)),
-            "indices": ((batch_size,), np.dtype(np.int64)),
-            "probabilities": ((batch_size,), np.dtype(np.float32)),
-            "importance_weights": ((batch_size,), np.dtype(np.float32)),
-        }
-
     def _uniform_indices(self, batch_size):
         oldest, lo, hi = self._sampleable_range()
         positions = self._rng.integers(lo, hi, size=batch_size)
@@ -674,13 +654,14 @@ class FrameReplayBuffer:
         Stores ``priorities ** priority_exponent`` (Dopamine passes
         ``sqrt(loss + 1e-10)`` with exponent 1). Indices that stopped being
         sampleable since they were drawn (overwritten or now among the oldest
-        stack_size - 1 slots, possible when batches are prefetched while the
-        collector adds) are skipped, so the tree never gives weight to an
-        unsampleable slot. An index overwritten *and* sampleable again (more
-        than ``n_step`` adds between sampling and update, at the very oldest
-        end of the buffer) cannot be told apart and receives the update; with
-        a prefetch depth of a few batches this touches a handful of
-        transitions out of a million. With duplicate indices the last wins.
+        stack_size - 1 slots, possible when the collector adds between the
+        sampling and the update, as with the loop's ``overlap_updates``) are
+        skipped, so the tree never gives weight to an unsampleable slot. An
+        index overwritten *and* sampleable again (more than ``n_step`` adds
+        between sampling and update, at the very oldest end of the buffer)
+        cannot be told apart and receives the update; with a few batches in
+        flight this touches a handful of transitions out of a million. With
+        duplicate indices the last wins.
 
         Args:
             indices: int array-like [K] from ``sample()["indices"]``.
@@ -727,44 +708,6 @@ class FrameReplayBuffer:
         indices = self._check_indices(indices)
         with self._lock:
             return self._sum_tree.get(indices)
-
-    # ------------------------------------------------------------- prefetching
-
-    def as_tf_dataset(self, batch_size, prefetch=2):
-        """An endless ``tf.data.Dataset`` of ``sample(batch_size)`` batches.
-
-        With ``prefetch > 0`` tf.data samples up to that many batches ahead on
-        a background thread while the model trains, so a batch can predate the
-        priority updates of the last ``prefetch`` training steps (and the
-        transitions added meanwhile); ``prefetch=0`` samples on demand with no
-        staleness. Start iterating only once ``can_sample(batch_size)``.
-
-        Args:
-            batch_size: positive int.
-            prefetch: number of batches to prepare ahead (0 disables).
-
-        Returns:
-            a ``tf.data.Dataset`` of dicts of tensors (keys as in ``sample``).
-        """
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-        batch_size = _positive_int(batch_size, "batch_size")
-        prefetch = int(prefetch)
-        if prefetch < 0:
-            raise ValueError(f"prefetch must be >= 0, got {prefetch}.")
-        signature = {
-            name: tf.TensorSpec(shape, tf.as_dtype(dtype), name=name)
-            for name, (shape, dtype) in self.batch_spec(batch_size).items()}
-
-        def batches():
-            while True:
-                yield self.sample(batch_size)
-
-        dataset = tf.data.Dataset.from_generator(batches,
-                                                 output_signature=signature)
-        if prefetch:
-            dataset = dataset.prefetch(prefetch)
-        return dataset
 
     # ------------------------------------------------------------- checkpoints
 
@@ -821,7 +764,7 @@ class FrameReplayBuffer:
             if copy:
                 arrays = {name: array.copy() for name, array in arrays.items()}
             return {
-                "format_version": _FORMAT_VERSION,
+                "format_version": persistence.FORMAT_VERSION,
                 "config": self._config(),
                 "counters": self._counters(),
                 "rng_state": _copy_rng_state(self._rng.bit_generator.state),
@@ -832,20 +775,15 @@ class FrameReplayBuffer:
         """Restores ``state_dict()`` output into this buffer.
 
         Raises:
-            ValueError: if the state was saved with other settings or its
-                arrays have the wrong shapes or dtypes.
+            ValueError: if the state has another format version, was saved
+                with other settings or its arrays have the wrong shapes or
+                dtypes.
         """
-        if state.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"Replay state has format_version "
-                f"{state.get('format_version')!r}; this code reads version "
-                f"{_FORMAT_VERSION}.")
+        state = persistence.upgrade(state)
         mismatched = []
         mine = self._config()
         for key, value in mine.items():
-            # Buffers saved before the switch existed bootstrapped at cuts.
-            theirs = state["config"].get(
-                key, "bootstrap" if key == "time_limit_cut" else None)
+            theirs = state["config"].get(key)
             if key == "frame_shape":
                 theirs = list(theirs) if theirs is not None else None
             if theirs != value:
@@ -888,19 +826,14 @@ class FrameReplayBuffer:
             self._num_added = int(counters["num_added"])
             self._final_frames_stored = int(counters["final_frames_stored"])
             self._max_priority = float(counters["max_priority"])
-            # Saved before this was kept: the newest slots enter at the max.
-            self._priority_at_write[:] = counters.get(
-                "priority_at_write", self._max_priority)
+            self._priority_at_write[:] = counters["priority_at_write"]
             self._rng.bit_generator.state = _copy_rng_state(state["rng_state"])
 
     def save(self, directory):
         """Writes the buffer to ``directory`` as .npy files plus a manifest.
 
-        Atomic for readers: the arrays go to new files (temporary name, fsync,
-        rename) tagged with a fresh generation id, then the JSON manifest that
-        names that generation replaces the old one in a single rename; only
-        then are the previous generation's files deleted. A crash at any point
-        leaves a manifest that names a complete set of files.
+        The format and the crash safety (a reader always finds a complete
+        generation of files) are described in ``persistence``.
 
         Args:
             directory: folder to write into (created if missing).
@@ -908,116 +841,20 @@ class FrameReplayBuffer:
         Returns:
             the manifest path.
         """
-        os.makedirs(directory, exist_ok=True)
-        generation = uuid.uuid4().hex[:12]
         with self._lock:
-            arrays = self._array_views()
-            files = {}
-            for name, array in arrays.items():
-                filename = f"{name}.{generation}.npy"
-                _files.atomic_write(
-                    os.path.join(directory, filename),
-                    lambda f, a=array: np.save(f, a, allow_pickle=False))
-                files[name] = filename
-            manifest = {
-                "format_version": _FORMAT_VERSION,
-                "generation": generation,
-                "config": self._config(),
-                "counters": self._counters(),
-                "rng_state": _copy_rng_state(self._rng.bit_generator.state),
-                "files": files,
-            }
-        payload = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        manifest_path = os.path.join(directory, _MANIFEST)
-        _files.atomic_write(manifest_path, lambda f: f.write(payload))
-        _files.fsync_directory(directory)
-        keep = set(files.values())
-        for path in glob.glob(os.path.join(directory, "*.npy")):
-            if os.path.basename(path) not in keep:
-                os.remove(path)
-        return manifest_path
-
-    @staticmethod
-    def _read_saved(directory):
-        manifest_path = os.path.join(directory, _MANIFEST)
-        if not os.path.exists(manifest_path):
-            raise ValueError(
-                f"No replay buffer saved in {directory!r} (missing "
-                f"{_MANIFEST}); write one with FrameReplayBuffer.save().")
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        arrays = {
-            name: np.load(os.path.join(directory, filename), mmap_mode="r",
-                          allow_pickle=False)
-            for name, filename in manifest["files"].items()}
-        return {
-            "format_version": manifest["format_version"],
-            "config": manifest["config"],
-            "counters": manifest["counters"],
-            "rng_state": manifest["rng_state"],
-            "arrays": arrays,
-        }
+            return persistence.write(directory, self.state_dict(copy=False))
 
     def restore(self, directory):
         """Loads what ``save(directory)`` wrote into this buffer."""
-        self.load_state_dict(self._read_saved(directory))
+        self.load_state_dict(persistence.read(directory))
 
     @classmethod
     def load(cls, directory):
         """A new buffer built with the saved settings and contents."""
-        state = cls._read_saved(directory)
-        config = dict(state["config"])
-        config["frame_shape"] = tuple(config["frame_shape"])
-        config["frame_dtype"] = np.dtype(config["frame_dtype"])
-        config.setdefault("time_limit_cut", "bootstrap")
-        buffer = cls(**config)
+        state = persistence.read(directory)
+        buffer = cls(**persistence.constructor_args(state["config"]))
         buffer.load_state_dict(state)
         return buffer
-
-    # ------------------------------------------------------ benchmark filling
-
-    def _fill_for_benchmark(self, num_transitions, episode_length=1000,
-                            seed=0):
-        """Bulk-writes synthetic terminal-ended episodes (benchmarks only).
-
-        Produces exactly the state that ``num_transitions`` calls of
-        ``add(*synthetic_transitions(...)[t])`` would produce on this empty
-        buffer (a test checks it), but writes the arrays in vectorised chunks
-        so a 1 M buffer fills in seconds. The sampling RNG is not touched.
-
-        Raises:
-            ValueError: if the buffer is not empty.
-        """
-        if self._slots_written:
-            raise ValueError("_fill_for_benchmark needs an empty buffer.")
-        cap = self._capacity
-        first = max(0, num_transitions - cap)
-        chunk = 1 << 14
-        with self._lock:
-            for start in range(first, num_transitions, chunk):
-                stop = min(start + chunk, num_transitions)
-                frames, actions, rewards, terminals = synthetic_transitions(
-                    start, stop, self._frame_shape, self._frame_dtype,
-                    episode_length, seed)
-                steps = np.arange(start, stop)
-                slots = steps % cap
-                flags = np.where(terminals, TERMINAL, 0)
-                flags |= np.where(steps % episode_length == 0, EPISODE_START,
-                                  0)
-                # Only the last `cap` steps are written, so the slots of all
-                # chunks are distinct and the order of writing is irrelevant.
-                self._frames[slots] = frames
-                self._actions[slots] = actions
-                self._rewards[slots] = rewards
-                self._flags[slots] = flags
-            self._slots_written = num_transitions
-            self._num_added = num_transitions
-            self._final_frames_stored = 0
-            if self._sum_tree is not None:
-                oldest, lo, hi = self._sampleable_range()
-                leaves = self._sum_tree.nodes[cap:]
-                leaves[(oldest + np.arange(lo, hi)) % cap] = self._max_priority
-                self._sum_tree.rebuild()
 
     # ----------------------------------------------------------------- checks
 
@@ -1036,34 +873,6 @@ class FrameReplayBuffer:
     def _check_indices(self, indices):
         return check_indices(
             indices, self._capacity, "indices (from sample()['indices'])")
-
-
-def synthetic_transitions(start, stop, frame_shape=(84, 84),
-                          frame_dtype=np.uint8, episode_length=1000, seed=0):
-    """Cheap deterministic transitions ``start..stop-1`` for benchmarks/tests.
-
-    Frames cycle through 256 random patterns with the step number written
-    into the first bytes, so every stored frame differs; episodes have
-    ``episode_length`` steps and end with a terminal.
-
-    Returns:
-        frames [K, *frame_shape], actions [K] int32, rewards [K] float32 in
-        {-1, 0, 1}, terminals [K] bool.
-    """
-    rng = np.random.default_rng(seed)
-    frame_dtype = np.dtype(frame_dtype)
-    patterns = rng.integers(0, 256, size=(256,) + tuple(frame_shape))
-    patterns = patterns.astype(frame_dtype)
-    steps = np.arange(start, stop, dtype=np.int64)
-    frames = patterns[steps % 256]
-    flat = frames.reshape(len(steps), -1)
-    flat[:, 0] = (steps % 251).astype(frame_dtype)
-    if flat.shape[1] > 1:
-        flat[:, 1] = ((steps // 251) % 251).astype(frame_dtype)
-    actions = (steps % 18).astype(np.int32)
-    rewards = ((steps * 7919) % 3 - 1).astype(np.float32)
-    terminals = (steps % episode_length) == episode_length - 1
-    return frames, actions, rewards, terminals
 
 
 def interleave_planes(planes, use_opencv=None):

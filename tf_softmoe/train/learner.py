@@ -47,16 +47,12 @@ def _resolve(jit_compile, network_config, on_cpu):
 def resolve_jit_compile(jit_compile, network_config=None):
     """Whether the train step is compiled with XLA.
 
-    `"auto"`: XLA on a GPU or TPU. On a CPU, per network, from the graph vs
-    XLA measurements of `benchmarks/train_step_bench.py` (batch 32, with the
-    oneDNN kernels and the fused Adam tf_softmoe uses; docs/performance.md):
-    XLA for the Nature encoder without noisy layers and with a token block
-    (DQN-Nature, two runs: XLA 0.80–0.94× the graph's time for scaled
-    SoftMoE-1 and tokenized_sum, 0.99–1.03× for SoftMoE-4), the plain graph
-    otherwise: DQN-Nature-flatten (XLA
-    1.09× for ×1 in both runs, 0.94–1.04× for ×4), every Impala network
-    (XLA 1.2–1.6×) and the noisy Nature networks (XLA 1.09–1.36× on four of
-    five, 0.97× on the fifth). Without a `network_config`, the graph.
+    `"auto"`: XLA on a GPU or TPU. On a CPU, XLA for the Nature encoder
+    without noisy layers and with a token block, the plain graph otherwise
+    (flatten and GAP blocks, every Impala network, every noisy network):
+    per network, the faster of the two in `benchmarks/train_step_bench.py`,
+    whose figures are in docs/performance.md ("Library changes made from
+    these measurements", item 2). Without a `network_config`, the graph.
     Booleans and "true"/"false" pass through.
 
     Args:
@@ -73,16 +69,13 @@ def resolve_policy_jit_compile(jit_compile, network_config=None):
     with XLA.
 
     `"auto"`: XLA on a GPU or TPU. On a CPU, XLA for every network except
-    the noisy Nature networks with a flatten block, from
-    `benchmarks/policy_bench.py` (docs/performance.md): one observation
-    through the network is dominated by per-op overheads that XLA's fused
-    program avoids — XLA takes 0.66–0.96× the graph's time for all ten DQN
-    networks and 0.74–0.84× for the five noisy Impala ones — whereas the
-    noisy 7744×512 layer of Rainbow-Nature-flatten, drawing fresh noise each
-    call, is slower compiled (1.09–1.12×). The other noisy Nature networks
-    are within ±7 % either way (XLA on average over three runs).
-    Without a `network_config`, the graph. Booleans and "true"/"false" pass
-    through.
+    the noisy Nature networks with a flatten block: one observation through
+    the network is dominated by per-op overheads that XLA's fused program
+    avoids, while the noisy 7744×512 layer of Rainbow-Nature-flatten, drawing
+    fresh noise each call, runs slower compiled. The figures of
+    `benchmarks/policy_bench.py` are in docs/performance.md ("Library changes
+    made from these measurements", item 7). Without a `network_config`, the
+    graph. Booleans and "true"/"false" pass through.
 
     Args:
       jit_compile: True, False, "true", "false" or "auto".

@@ -36,10 +36,10 @@ class CompiledPolicy:
     The policy is traced once, for a batch of one time step, into a concrete
     function that each call runs on the four flat tensors directly: calling
     the `tf.function` instead re-binds the arguments to its signature and
-    checks their types every time, which costs 1.5–2.5 ms per call on a CPU —
-    as much as a third of a batch-of-one forward pass through the Impala
-    encoder (docs/performance.md, section 3). The fields are cast to the
-    spec's dtypes and their shapes checked here instead.
+    checks their types every time, which is costly on the batch-of-one path
+    (measured in docs/performance.md, "Library changes made from these
+    measurements", item 8). The fields are cast to the spec's dtypes and
+    their shapes checked here instead.
 
     Args:
       policy: a TF-Agents policy.
