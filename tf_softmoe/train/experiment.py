@@ -49,7 +49,57 @@ EVAL_SEED_OFFSET = 10_000
 
 
 class ConfigMismatchError(ValueError):
-    """The run directory holds a run with another configuration."""
+    """The run directory holds a run with another configuration, or a
+    config.json that is not readable as one (it cannot be resumed)."""
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used: a file, or not writable."""
+
+
+def check_run_directory(root_dir, config, allow_config_change=False):
+    """Checks, without writing anything, that `config` can run in `root_dir`.
+
+    Raises:
+      RunDirectoryError: `root_dir` is a file, or it (or, when it does not
+        exist yet, its nearest existing parent) is not a writable directory.
+      ConfigMismatchError: `root_dir` holds a config.json that is not a
+        readable ExperimentConfig, or one that differs from `config` in a
+        field that changes what is trained (unless `allow_config_change`).
+    """
+    path = os.path.abspath(root_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunDirectoryError("it is a file, not a directory; give a directory "
+                                "(new, or a run to resume).")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunDirectoryError(f"{existing} is a file, so the directory cannot be made.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"{existing} is not writable.")
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        return
+    stored = _read_config_file(config_path)
+    differences = config_lib.config_differences(stored, config)
+    if differences and not allow_config_change:
+        listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
+                           for k, (a, b) in differences.items())
+        raise ConfigMismatchError(
+            f"{root_dir} holds a run with another configuration ({listed}). "
+            "Use a new --root_dir, or pass --allow_config_change to resume "
+            "it with the new settings.")
+
+
+def _read_config_file(path):
+    try:
+        with open(path) as f:
+            return config_lib.ExperimentConfig.from_json(f.read())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
+        raise ConfigMismatchError(
+            f"{path} is not a readable tf_softmoe config ({error}); the run cannot be "
+            "resumed. Use a new --root_dir (the directory is left as it is).") from error
 
 
 def make_environment(config, seed):
@@ -115,8 +165,9 @@ class Experiment:
         self.handle_signals = handle_signals
         self.export_on_exit = export_on_exit
         self._stop_signal = None
+        check_run_directory(root_dir, config, allow_config_change)
         os.makedirs(root_dir, exist_ok=True)
-        self._check_config(allow_config_change)
+        _files.atomic_write_text(os.path.join(root_dir, CONFIG_FILE), config.to_json())
         schedule = config.schedule
         seed = schedule.seed
         random.seed(seed)
@@ -164,22 +215,6 @@ class Experiment:
             updates=lambda: int(self.agent.train_step_counter.numpy()))
         self.iteration = 0
         self.partial = None
-
-    # ----------------------------------------------------------------- config
-    def _check_config(self, allow_change):
-        path = os.path.join(self.root_dir, CONFIG_FILE)
-        if os.path.exists(path):
-            with open(path) as f:
-                stored = config_lib.ExperimentConfig.from_json(f.read())
-            differences = config_lib.config_differences(stored, self.config)
-            if differences and not allow_change:
-                listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
-                                   for k, (a, b) in differences.items())
-                raise ConfigMismatchError(
-                    f"{self.root_dir} holds a run with another configuration ({listed}). "
-                    "Use a new --root_dir, or pass --allow_config_change to resume "
-                    "it with the new settings.")
-        _files.atomic_write_text(path, self.config.to_json())
 
     # ------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, tmp_dir):
@@ -420,8 +455,7 @@ def read_stored_config(root_dir):
         raise FileNotFoundError(
             f"{path} does not exist: {root_dir} is not a tf_softmoe run directory "
             "(experiments/train.py writes config.json there).")
-    with open(path) as f:
-        return config_lib.ExperimentConfig.from_json(f.read())
+    return _read_config_file(path)
 
 
 def load_agent(root_dir, checkpoint=None):
@@ -452,5 +486,6 @@ def load_agent(root_dir, checkpoint=None):
         f"No readable checkpoint in {root_dir}/checkpoints (tried {candidates}).")
 
 
-__all__ = ["ConfigMismatchError", "Experiment", "load_agent", "make_environment",
+__all__ = ["ConfigMismatchError", "Experiment", "RunDirectoryError", "check_run_directory",
+           "load_agent", "make_environment",
            "read_stored_config", "human_normalized", "eval_policy"]
