@@ -116,11 +116,17 @@ def check_range(name, value, low=None, high=None, low_open=False, high_open=Fals
     outside it (None bounds are unbounded)."""
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}.")
+    if not (too_low or too_high):
+        return
+    what = "an integer" if isinstance(value, int) else "a finite number"
+    if high is None:
+        bound = f"{'>' if low_open else '>='} {low}"
+    elif low is None:
+        bound = f"{'<' if high_open else '<='} {high}"
+    else:
+        bound = (f"in {'(' if low_open else '['}{low}, {high}"
+                 f"{')' if high_open else ']'}")
+    raise ValueError(f"{name} must be {what} {bound}, got {value!r}.")
 
 
 def check_choice(name, value, valid):
