@@ -2,6 +2,7 @@
 (graph or XLA, one time step per call, flat-tensor calls)."""
 
 import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
