@@ -460,7 +460,7 @@ _AGENT_PRESETS = {
                 update_period=1, target_update_period=2_000,
                 epsilon_decay_steps=2_000),
 }
-_NETWORK_PRESETS = {
+NETWORK_PRESETS = {
     "dqn": dict(head="dqn", dueling=False, noisy=False),
     "rainbow": dict(head="c51", dueling=True, noisy=True),
     "der": dict(head="c51", dueling=True, noisy=True),
@@ -528,7 +528,7 @@ class ExperimentConfig:
     env_overrides: dict = dataclasses.field(default_factory=dict)
     agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
     network: NetworkConfig = dataclasses.field(
-        default_factory=lambda: NetworkConfig(**_NETWORK_PRESETS["rainbow"]))
+        default_factory=lambda: NetworkConfig(**NETWORK_PRESETS["rainbow"]))
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
 
     def __post_init__(self):
@@ -586,7 +586,7 @@ class ExperimentConfig:
         _config.check_choice("protocol", protocol, PROTOCOLS)
         env_overrides = dict(fields.pop("env_overrides", {}))
         parts = {"agent": dict(_AGENT_PRESETS[name]),
-                 "network": dict(_NETWORK_PRESETS[name]),
+                 "network": dict(NETWORK_PRESETS[name]),
                  "schedule": {**_SCHEDULE_PRESETS[name], **PROTOCOL_EVALUATION[protocol]}}
         owners = {"agent": _AGENT_FIELDS, "network": _NETWORK_FIELDS,
                   "schedule": _SCHEDULE_FIELDS}
