@@ -4,7 +4,6 @@ with a message naming the flag and the valid range."""
 
 import dataclasses
 import json
-import os
 
 from absl import flags
 import pytest
@@ -12,8 +11,22 @@ import pytest
 from tf_softmoe import config as config_lib
 from tf_softmoe.cli import flags as flags_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGFILE = os.path.join(REPO, "experiments", "configs", "rainbow_impala_softmoe4.flags")
+# As experiments/configs/rainbow_impala_softmoe4.flags (tested with every
+# flag file in tests/experiments/test_configs.py).
+FLAGFILE_TEXT = """# a comment line
+--agent=rainbow
+--encoder=impala
+--penultimate=softmoe
+--num_experts=4
+--tokenizer=per_conv
+"""
+
+
+@pytest.fixture(name="flagfile")
+def fixture_flagfile(tmp_path):
+    path = tmp_path / "rainbow_impala_softmoe4.flags"
+    path.write_text(FLAGFILE_TEXT)
+    return str(path)
 
 
 def parse(*argv):
@@ -110,14 +123,16 @@ def test_deprecated_alias_sets_the_field_and_conflicts_are_refused():
         flags_lib.config_from_flags(parse("--noise_sigma0=0.4", "--noisy_sigma0=0.2"))
 
 
-def test_from_flagfile_reads_the_file_and_applies_overrides():
-    config = config_lib.ExperimentConfig.from_flagfile(FLAGFILE, game="Breakout", seed=3)
+def test_from_flagfile_reads_the_file_and_applies_overrides(flagfile):
+    config = config_lib.ExperimentConfig.from_flagfile(flagfile, game="Breakout", seed=3)
     assert (config.game, config.schedule.seed, config.network.num_experts) == (
         "Breakout", 3, 4)
     with pytest.raises(ValueError, match="does not exist"):
-        config_lib.ExperimentConfig.from_flagfile(FLAGFILE + ".missing")
+        config_lib.ExperimentConfig.from_flagfile(flagfile + ".missing")
     with pytest.raises(ValueError, match="'root_dir' is not a config flag"):
-        config_lib.ExperimentConfig.from_flagfile(FLAGFILE, root_dir="x")
+        config_lib.ExperimentConfig.from_flagfile(flagfile, root_dir="x")
+    with pytest.raises(ValueError, match="num_experts must be an integer >= 1"):
+        config_lib.ExperimentConfig.from_flagfile(flagfile, num_experts=0)
 
 
 @pytest.mark.parametrize("argv, message", [
