@@ -74,7 +74,7 @@ from benchmarks.peers import setup_envs  # noqa: E402
 from tf_softmoe.agents import AgentConfig  # noqa: E402
 from tf_softmoe.agents import make_agent  # noqa: E402
 from tf_softmoe.networks import NetworkConfig  # noqa: E402
-from tf_softmoe.agents.factory import network_config_for  # noqa: E402
+from tf_softmoe.config import NETWORK_PRESETS  # noqa: E402
 from tf_softmoe.train.learner import Learner  # noqa: E402
 from tf_softmoe.train.learner import resolve_jit_compile  # noqa: E402
 
@@ -112,10 +112,12 @@ def set_tf_threads(threads):
 
 
 def network_config(case):
-    """tf_softmoe's `NetworkConfig` for a case's encoder and block."""
+    """tf_softmoe's `NetworkConfig` for a case's agent, encoder and block
+    (the agent's head, atoms, dueling and noise: `config.NETWORK_PRESETS`)."""
     kind, experts, scale = cases_lib.BLOCK_SHAPES[case["block"]]
     return NetworkConfig(encoder=case["encoder"], penultimate=kind,
-                         num_experts=experts, scale=scale)
+                         num_experts=experts, scale=scale,
+                         **NETWORK_PRESETS[case["agent"]])
 
 
 def specs(case):
@@ -291,9 +293,7 @@ JIT_PAIRS = (("ours_graph", "ours_xla", "default"),
 def auto_choice(case):
     """"xla" or "graph": what `jit_compile="auto"` picks for the case's
     network on this machine."""
-    config = network_config_for(AgentConfig.preset(case["agent"]),
-                                network_config(case))
-    return "xla" if resolve_jit_compile("auto", config) else "graph"
+    return "xla" if resolve_jit_compile("auto", network_config(case)) else "graph"
 
 
 def jit_decisions(rows):

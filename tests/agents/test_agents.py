@@ -5,10 +5,12 @@ import pytest
 import tensorflow as tf
 
 from tf_softmoe import agents
+from tf_softmoe import config as config_lib
+from tf_softmoe import networks
 from tf_softmoe.agents import rainbow_agent
 from tf_softmoe.train import learner as learner_lib
 from tf_softmoe.train import loop
-from tests.agents.catch_setup import SMALL_NET, catch, fast_config
+from tests.agents.catch_setup import catch, fast_setup
 
 
 def random_batch(env, batch_size=32, seed=0, terminal_every=3):
@@ -36,56 +38,79 @@ def test_presets_match_the_spec():
         0.01, 250_000, 0.001)
     assert not dqn.prioritized and dqn.replay_capacity == 1_000_000
     rainbow = agents.AgentConfig.preset("rainbow")
-    assert (rainbow.kind, rainbow.n_step, rainbow.num_atoms) == ("rainbow", 3, 51)
+    assert (rainbow.kind, rainbow.n_step) == ("rainbow", 3)
     assert (rainbow.v_min, rainbow.v_max) == (-10.0, 10.0)
-    assert rainbow.prioritized and rainbow.double_q and rainbow.dueling and rainbow.noisy
+    assert rainbow.prioritized and rainbow.double_q
     der = agents.AgentConfig.preset("der")
     assert (der.n_step, der.learning_rate, der.min_replay_history) == (10, 1e-4, 1_600)
     assert (der.update_period, der.target_update_period) == (1, 2_000)
     # TF-Agents counts target periods in updates: 8000 agent steps / 4.
     assert rainbow.train_steps_per_target_update == 2_000
+    # The network each preset trains is the experiment preset's.
+    for name, network in (("rainbow", ("c51", 51, True, True, 0.1)),
+                          ("der", ("c51", 51, True, True, 0.1)),
+                          ("dqn", ("dqn", 51, False, False, 0.1))):
+        built = config_lib.ExperimentConfig.preset(name).network
+        assert (built.head, built.num_atoms, built.dueling, built.noisy,
+                built.noisy_sigma0) == network, name
+    with pytest.raises(ValueError, match="belong to NetworkConfig"):
+        agents.AgentConfig.preset("rainbow", noisy=False)
+
+
+def test_agent_and_network_must_fit_and_nothing_is_rewritten():
+    env = catch(0)
+    rainbow = agents.AgentConfig.preset("rainbow")
+    plain = networks.NetworkConfig(encoder="nature", hidden_units=16)
+    with pytest.raises(ValueError, match="needs the network head 'c51'"):
+        agents.make_agent(rainbow, plain, env.time_step_spec(), env.action_spec())
+    with pytest.raises(ValueError, match="needs the network head 'dqn'"):
+        config_lib.ExperimentConfig(agent=agents.AgentConfig.preset("dqn"),
+                                    network=plain.replace(head="c51"))
 
 
 def test_epsilon_schedule_is_dopamines_linear_decay():
     config = agents.AgentConfig.preset("dqn", min_replay_history=100,
                                        epsilon_decay_steps=1000)
-    assert config.epsilon(0) == 1.0
-    assert config.epsilon(100) == 1.0
-    assert config.epsilon(600) == pytest.approx(0.01 + 0.99 * 0.5)
-    assert config.epsilon(1100) == pytest.approx(0.01)
-    assert config.epsilon(10**6) == pytest.approx(0.01)
+    assert config.epsilon(0, noisy=False) == 1.0
+    assert config.epsilon(100, noisy=False) == 1.0
+    assert config.epsilon(600, noisy=False) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert config.epsilon(1100, noisy=False) == pytest.approx(0.01)
+    assert config.epsilon(10**6, noisy=False) == pytest.approx(0.01)
     step = tf.Variable(600, dtype=tf.int64)
     from tf_softmoe.agents import policies  # pylint: disable=import-outside-toplevel
     # 600 steps taken: the 601st action, ε(601), as the reference counts.
-    assert float(policies.linear_epsilon(config, step)()) == pytest.approx(
+    assert float(policies.linear_epsilon(config, step, noisy=False)()) == pytest.approx(
         0.01 + 0.99 * 0.499)
 
 
 @pytest.mark.parametrize("preset", ["rainbow", "der"])
 def test_noisy_presets_train_with_zero_epsilon(preset):
     """The reference's full_rainbow_agent uses zero_epsilon when noisy."""
-    config = agents.AgentConfig.preset(preset)
-    assert config.noisy and not config.epsilon_greedy_training
+    experiment_config = config_lib.ExperimentConfig.preset(preset)
+    config, noisy = experiment_config.agent, experiment_config.network.noisy
+    assert noisy and not config.acts_epsilon_greedy(noisy)
     for step in (0, config.min_replay_history, 10**7):
-        assert config.epsilon(step) == 0.0
+        assert config.epsilon(step, noisy) == 0.0
     from tf_softmoe.agents import policies  # pylint: disable=import-outside-toplevel
-    epsilon = policies.linear_epsilon(config, tf.Variable(0, dtype=tf.int64))
+    epsilon = policies.linear_epsilon(config, tf.Variable(0, dtype=tf.int64), noisy)
     assert float(epsilon()) == 0.0
     env = catch(0)
-    agent = agents.make_agent(fast_config(preset), SMALL_NET, env.time_step_spec(),
+    agent = agents.make_agent(*fast_setup(preset), env.time_step_spec(),
                               env.action_spec())
+    assert agent.noisy
     assert float(agent._epsilon_greedy()) == 0.0  # pylint: disable=protected-access
     kept = agents.AgentConfig.preset(preset, epsilon_with_noise=True)
-    assert kept.epsilon(0) == 1.0
-    assert float(policies.linear_epsilon(kept, tf.Variable(0, dtype=tf.int64))()) == 1.0
+    assert kept.epsilon(0, noisy) == 1.0
+    assert float(policies.linear_epsilon(kept, tf.Variable(0, dtype=tf.int64),
+                                         noisy)()) == 1.0
     assert agents.AgentConfig.preset(preset).epsilon_eval == 0.001
 
 
 @pytest.mark.parametrize("double_q", [False, True])
 def test_dqn_loss_by_hand(double_q):
     env = catch(0)
-    config = fast_config("dqn", double_q=double_q)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("dqn", double_q=double_q)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     for v in agent._target_q_network.variables:  # pylint: disable=protected-access
         v.assign(v + tf.random.normal(v.shape, stddev=0.05))  # target ≠ online
     batch = random_batch(env)
@@ -129,8 +154,8 @@ def test_c51_projection_by_hand():
 @pytest.mark.parametrize("double_q", [False, True])
 def test_rainbow_loss_by_hand(double_q):
     env = catch(0)
-    config = fast_config("rainbow", double_q=double_q, noisy=False)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("rainbow", double_q=double_q, noisy=False)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     for v in agent._target_q_network.variables:  # pylint: disable=protected-access
         v.assign(v + tf.random.normal(v.shape, stddev=0.05))
     batch = random_batch(env)
@@ -168,8 +193,8 @@ def test_rainbow_loss_by_hand(double_q):
 
 def test_target_network_syncs_every_period():
     env = catch(0)
-    config = fast_config("dqn", update_period=1, target_update_period=3)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("dqn", update_period=1, target_update_period=3)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     learner = learner_lib.Learner(agent, jit_compile=False)
     online = agent._q_network.trainable_variables  # pylint: disable=protected-access
     target = agent._target_q_network.trainable_variables  # pylint: disable=protected-access
@@ -189,12 +214,12 @@ def test_target_network_syncs_every_period():
 
 def test_xla_train_step_matches_graph():
     env = catch(0)
-    config = fast_config("rainbow", noisy=False)
+    config, network = fast_setup("rainbow", noisy=False)
     batch = random_batch(env)
     results = []
     for jit in (False, True):
         tf.random.set_seed(0)
-        agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(),
+        agent = agents.make_agent(config, network, env.time_step_spec(),
                                   env.action_spec())
         if results:
             for v, saved in zip(agent._q_network.variables, results[0][1]):  # pylint: disable=protected-access
@@ -209,8 +234,8 @@ def test_xla_train_step_matches_graph():
 
 def test_priorities_follow_the_per_sample_loss():
     env = catch(0)
-    config = fast_config("rainbow", min_replay_history=64, update_period=100)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("rainbow", min_replay_history=64, update_period=100)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
     learner = learner_lib.Learner(agent, jit_compile=False)
     trainer = loop.Trainer(env, agent, replay, learner, config, seed=0)
@@ -243,16 +268,16 @@ def test_noisy_collect_policy_explores_and_greedy_policy_keeps_only_expert_noise
     """As the reference: eval_mode turns off the hidden/head noise but never
     reaches the experts; `expert_noise_in_eval=False` turns theirs off too."""
     env = catch(0)
-    config = fast_config("rainbow", noisy_sigma0=5.0)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("rainbow", noisy_sigma0=5.0)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     step = env.reset()
     greedy = loop.CompiledPolicy(agent.policy)
     collect = loop.CompiledPolicy(agent.collect_policy)
     assert len({collect.action(step) for _ in range(40)}) > 1
     assert len({greedy.action(step) for _ in range(40)}) > 1
-    quiet = agents.make_agent(fast_config("rainbow", noisy_sigma0=5.0,
+    quiet = agents.make_agent(*fast_setup("rainbow", noisy_sigma0=5.0,
                                           expert_noise_in_eval=False),
-                              SMALL_NET, env.time_step_spec(), env.action_spec())
+                               env.time_step_spec(), env.action_spec())
     greedy = loop.CompiledPolicy(quiet.policy)
     assert len({greedy.action(step) for _ in range(20)}) == 1
 
@@ -263,8 +288,8 @@ def test_softmoe_agent_learns_catch(preset, steps):
     tf.random.set_seed(0)
     np.random.seed(0)
     env, eval_env = catch(0), catch(1)
-    config = fast_config(preset)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup(preset)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
     learner = learner_lib.Learner(agent, jit_compile=False)
     trainer = loop.Trainer(env, agent, replay, learner, config, seed=0)
@@ -289,7 +314,7 @@ def test_inconsistent_agent_settings():
 
 def test_adam_uses_the_reference_epsilon_placement():
     env = catch(0)
-    agent = agents.make_agent(fast_config("dqn"), SMALL_NET, env.time_step_spec(),
+    agent = agents.make_agent(*fast_setup("dqn"), env.time_step_spec(),
                               env.action_spec())
     optimizer = agent._optimizer  # pylint: disable=protected-access
     assert optimizer.adaptive_epsilon
@@ -301,8 +326,8 @@ def test_rainbow_loss_draws_noise_as_the_reference(per_sample_noise):
     """Online pass on s: a draw per sample (or one, when switched off); the
     target network and the online pass on s': one shared draw, the same."""
     env = catch(0)
-    agent = agents.make_agent(fast_config("rainbow", per_sample_noise=per_sample_noise),
-                              SMALL_NET, env.time_step_spec(), env.action_spec())
+    agent = agents.make_agent(*fast_setup("rainbow", per_sample_noise=per_sample_noise),
+                               env.time_step_spec(), env.action_spec())
     seen = []
     for net in (agent._q_network, agent._target_q_network):  # pylint: disable=protected-access
         original = net.call

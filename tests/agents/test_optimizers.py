@@ -7,7 +7,7 @@ import tensorflow as tf
 from tf_softmoe import agents
 from tf_softmoe.agents import policies
 from tf_softmoe.agents.optimizers import FusedAdam
-from tests.agents.catch_setup import SMALL_NET, catch, fast_config
+from tests.agents.catch_setup import catch, fast_config, fast_setup
 
 SHAPES = [(7, 5), (5,), (3, 3, 2, 4)]
 
@@ -105,7 +105,7 @@ def test_checkpoints_restore_across_keras_adam(tmp_path):
 def test_agents_use_it_and_clip_the_global_norm():
     env = catch(0)
     for kind in ("dqn", "rainbow"):
-        agent = agents.make_agent(fast_config(kind, max_gradient_norm=10.0), SMALL_NET,
+        agent = agents.make_agent(*fast_setup(kind, max_gradient_norm=10.0), 
                                   env.time_step_spec(), env.action_spec())
         optimizer = agent._optimizer  # pylint: disable=protected-access
         assert isinstance(optimizer, FusedAdam)

@@ -103,19 +103,19 @@ def atari_specs():
 
 def output_shape(config):
     """Q-values [actions] or C51 logits [actions, atoms] of one observation."""
-    atoms = [config.agent.num_atoms] if config.agent.kind == "rainbow" else []
+    atoms = [config.network.num_atoms] if config.network.head == "c51" else []
     return [6] + atoms
 
 
 def test_every_flagfile_builds_its_network_at_tiny_width():
-    # The network exactly as make_agent builds it (head, atoms, dueling and
-    # noise from the agent config); building runs it once on the Atari spec.
+    # The network exactly as the config describes it and make_agent builds
+    # it; building runs it once on the Atari spec.
     # Rainbow and DER share their networks, so each distinct one is built once.
     time_step_spec, action_spec = atari_specs()
     built = {}
     for flagfile in FLAGFILES:
         config = conditions.config_for(flagfile, extra_flags=TINY)
-        network_config = agents.factory.network_config_for(config.agent, config.network)
+        network_config = config.network
         if network_config not in built:
             q_network = networks.build_q_network(
                 network_config, time_step_spec.observation, action_spec)

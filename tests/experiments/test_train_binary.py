@@ -164,3 +164,33 @@ def test_invalid_flags_exit_before_any_work(tmp_path):
     assert not os.path.exists(root)
     unknown = run([TRAIN, f"--root_dir={root}", "--penultimate=mlp"], timeout=300)
     assert unknown.returncode == 1 and "--penultimate" in unknown.stderr
+
+
+def test_unusable_run_directories_are_refused_and_left_as_they_are(tmp_path):
+    # A root dir that is a file: exit 1, naming the flag.
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    result = run([TRAIN, "--game=catch", f"--root_dir={a_file}"], timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"--root_dir={a_file}: it is a file" in result.stderr
+    assert "Traceback" not in result.stderr
+    # A corrupt config.json: the run cannot be resumed (exit 2), untouched.
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{truncated")
+    result = run([TRAIN, "--game=catch", f"--root_dir={corrupt}"], timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "config.json is not a readable tf_softmoe config" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(corrupt)) == ["config.json"]
+    assert (corrupt / "config.json").read_text() == "{truncated"
+    # A value out of range: exit 1, naming the flag, nothing written.
+    never = tmp_path / "never"
+    result = run([TRAIN, "--capacity_factor=nan", f"--root_dir={never}"], timeout=300)
+    assert result.returncode == 1
+    assert "capacity_factor must be a finite number" in result.stderr
+    assert not never.exists()
+    missing = run([TRAIN, f"--flagfile={tmp_path}/missing.flags", f"--root_dir={never}"],
+                  timeout=300)
+    assert missing.returncode == 1 and "missing.flags" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_softmoe import agents
+from tf_softmoe import config as config_lib
 from tf_softmoe import layers
 from tf_softmoe.agents import policies
 from tf_softmoe.layers import noisy_dense
@@ -41,7 +41,8 @@ JaxFullRainbowAgent.epsilon_fn = @jax.agents.dqn.dqn_agent.linearly_decaying_eps
 
 @pytest.mark.parametrize("preset", sorted(GIN))
 def test_epsilon_schedule_of_every_preset_matches_the_reference_agent(reference, preset):
-    config = agents.AgentConfig.preset(preset)
+    preset_config = config_lib.ExperimentConfig.preset(preset)
+    config, noisy = preset_config.agent, preset_config.network.noisy
     warmup, decay = config.min_replay_history, config.epsilon_decay_steps
     steps = np.array(sorted({1, 2, warmup - 1, warmup, warmup + 1, warmup + decay // 3,
                              warmup + decay // 2, warmup + decay - 1, warmup + decay,
@@ -68,11 +69,11 @@ def test_epsilon_schedule_of_every_preset_matches_the_reference_agent(reference,
                                         agent.epsilon_decay_period])
         outputs["epsilon_train"] = np.array(agent.epsilon_train)
     """, agent_class=np.array(agent_class), bindings=np.array(bindings), steps=steps)
-    ours = np.array([config.epsilon(int(t)) for t in steps])
+    ours = np.array([config.epsilon(int(t), noisy) for t in steps])
     np.testing.assert_allclose(ours, out["epsilon"], rtol=1e-6, atol=1e-7)
     # The collect policy with t − 1 steps taken chooses the t-th action.
     taken = tf.Variable(0, dtype=tf.int64)
-    epsilon = policies.linear_epsilon(config, taken)
+    epsilon = policies.linear_epsilon(config, taken, noisy)
     for t, expected in zip(steps, out["epsilon"]):
         taken.assign(int(t) - 1)
         assert float(epsilon()) == pytest.approx(float(expected), abs=1e-6)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tf_softmoe import agents
 from tf_softmoe.train import loop
-from tests.agents.catch_setup import SMALL_NET, catch, fast_config
+from tests.agents.catch_setup import catch, fast_setup
 
 GAMMA = 0.99
 BATCH = 32
@@ -81,8 +81,8 @@ def outputs_of(agent, batch):
 def test_dqn_loss_matches_the_reference(reference, loss, double_q):
     tf.random.set_seed(0)
     env = catch(0)
-    config = fast_config("dqn", loss=loss, double_q=double_q)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("dqn", loss=loss, double_q=double_q)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     perturb_target(agent)
     batch = n_step_batch(env, n_step=1)
     transition = agents.batch_to_transition(batch)
@@ -121,9 +121,9 @@ def test_rainbow_c51_loss_and_priorities_match_the_reference(reference, double_q
     priorities our loop writes back: sqrt(ℓ + 1e-10)."""
     tf.random.set_seed(0)
     env = catch(0)
-    config = fast_config("rainbow", n_step=3, v_min=-10.0, v_max=10.0, num_atoms=51,
+    config, network = fast_setup("rainbow", n_step=3, v_min=-10.0, v_max=10.0, num_atoms=51,
                          noisy=False, double_q=double_q)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     perturb_target(agent)
     batch = n_step_batch(env, n_step=3)
     nets = outputs_of(agent, batch)

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_softmoe import agents
-from tf_softmoe import networks
 from tf_softmoe.train import checkpoints
 from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import experiment
@@ -32,16 +30,13 @@ def catch_config(num_iterations=2, steps=60, jit="false", eval_episodes=0,
                         # reference's; tests/agents checks that).
                         expert_noise_in_eval=False)
     agent_values.update(agent_overrides)
-    return config_lib.ExperimentConfig(
-        game="catch", env_overrides={"rows": 6, "columns": 3,
-                                     "observation_shape": [12, 6, 1]},
-        agent=agents.AgentConfig.preset("rainbow", **agent_values),
-        network=networks.NetworkConfig(encoder="nature", penultimate="softmoe",
-                                       num_experts=2, hidden_units=8),
-        schedule=config_lib.ScheduleConfig(
-            num_iterations=num_iterations, steps_per_iteration=steps,
-            diagnostics_period=5, jit_compile=jit, eval_episodes=eval_episodes,
-            eval_schedule=eval_schedule))
+    return config_lib.ExperimentConfig.preset(
+        "rainbow", game="catch", env_overrides={"rows": 6, "columns": 3,
+                                                "observation_shape": [12, 6, 1]},
+        encoder="nature", penultimate="softmoe", num_experts=2, hidden_units=8,
+        num_iterations=num_iterations, steps_per_iteration=steps,
+        diagnostics_period=5, jit_compile=jit, eval_episodes=eval_episodes,
+        eval_schedule=eval_schedule, **agent_values)
 
 
 def read_rows(root):
@@ -239,22 +234,26 @@ def test_config_json_round_trip():
 
 
 def test_config_json_describes_the_network_built(finished_run, tmp_path):
-    # A Rainbow run builds a C51, dueling, noisy network whatever NetworkConfig
-    # it was given; config.json says so.
+    # A Rainbow run builds the C51, dueling, noisy network its config
+    # describes; config.json says so.
     root, run = finished_run
     stored = json.load(open(os.path.join(root, "config.json")))["network"]
     assert (stored["head"], stored["dueling"], stored["noisy"]) == ("c51", True, True)
     assert stored["num_atoms"] == 11
     built = run.agent._q_network.config  # pylint: disable=protected-access
     assert built == experiment.read_stored_config(root).network
-    # A config.json written before this rule (the network as passed) still
-    # reads, resolved, and resumes without a config mismatch.
+    # A config.json written when the agent owned atoms, dueling and noise
+    # (and the network section kept whatever was passed) still reads, the
+    # agent's values winning, and resumes without a config mismatch.
     old_root = copy_of(finished_run, tmp_path)
     values = json.load(open(os.path.join(old_root, "config.json")))
-    values["network"].update(head="dqn", dueling=False, noisy=False)
+    network = values["network"]
+    values["agent"].update({name: network[name] for name in (
+        "num_atoms", "dueling", "noisy", "noisy_sigma0", "expert_noise_in_eval")})
+    network.update(head="dqn", dueling=False, noisy=False, num_atoms=51)
     with open(os.path.join(old_root, "config.json"), "w") as f:
         json.dump(values, f)
-    assert experiment.read_stored_config(old_root).network.head == "c51"
+    assert experiment.read_stored_config(old_root) == experiment.read_stored_config(root)
     experiment.Experiment(catch_config(), old_root, handle_signals=False,
                           export_on_exit=False)
 

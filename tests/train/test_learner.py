@@ -45,14 +45,15 @@ def test_learner_resolves_auto_from_its_agents_network():
     import numpy as np  # pylint: disable=g-import-not-at-top
     from tf_agents.specs import array_spec  # pylint: disable=g-import-not-at-top
     from tf_agents.trajectories import time_step as ts  # pylint: disable=g-import-not-at-top
-    from tf_softmoe.agents import AgentConfig, make_agent  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.agents import make_agent  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
     from tf_softmoe.train.learner import Learner  # pylint: disable=g-import-not-at-top
     observation = array_spec.BoundedArraySpec((84, 84, 4), np.uint8, 0, 255)
     action = array_spec.BoundedArraySpec((), np.int64, 0, 5)
     for preset, expected in (("dqn", True), ("rainbow", False)):
-        agent = make_agent(AgentConfig.preset(preset),
-                           NetworkConfig(encoder="nature", penultimate="softmoe",
-                                         num_experts=4),
+        config = ExperimentConfig.preset(preset, encoder="nature", penultimate="softmoe",
+                                         num_experts=4)
+        agent = make_agent(config.agent, config.network,
                            ts.time_step_spec(observation), action)
         learner = Learner(agent, jit_compile="auto")
         assert learner.jit_compile is (expected or ON_ACCELERATOR)
@@ -60,13 +61,13 @@ def test_learner_resolves_auto_from_its_agents_network():
 
 def test_train_rejects_a_batch_of_the_wrong_shape():
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from tests.agents.catch_setup import SMALL_NET, catch, fast_config  # pylint: disable=g-import-not-at-top
+    from tests.agents.catch_setup import catch, fast_setup  # pylint: disable=g-import-not-at-top
     from tf_softmoe.agents import make_agent  # pylint: disable=g-import-not-at-top
     from tf_softmoe.train import loop  # pylint: disable=g-import-not-at-top
     from tf_softmoe.train.learner import Learner  # pylint: disable=g-import-not-at-top
     env = catch(0)
-    config = fast_config("dqn", batch_size=4)
-    agent = make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup("dqn", batch_size=4)
+    agent = make_agent(config, network, env.time_step_spec(), env.action_spec())
     replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
     trainer = loop.Trainer(env, agent, replay, Learner(agent, jit_compile=False), config,
                            policy_jit_compile=False)

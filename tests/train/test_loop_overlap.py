@@ -12,12 +12,12 @@ from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import experiment
 from tf_softmoe.train import learner as learner_lib
 from tf_softmoe.train import loop
-from tests.agents.catch_setup import SMALL_NET, catch, fast_config
+from tests.agents.catch_setup import SMALL_NET, catch, fast_setup
 
 def make_trainer(preset, overlap, **overrides):
     env = catch(0)
-    config = fast_config(preset, **overrides)
-    agent = agents.make_agent(config, SMALL_NET, env.time_step_spec(), env.action_spec())
+    config, network = fast_setup(preset, **overrides)
+    agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     replay = loop.make_replay(config, env.observation_spec().shape, seed=0)
     learner = learner_lib.Learner(agent, jit_compile=False)
     trainer = loop.Trainer(env, agent, replay, learner, config, seed=0,
@@ -108,10 +108,10 @@ def test_experiment_with_overlap_resumes_and_counts_updates(tmp_path):
 
 def test_paired_variables_refuses_networks_that_differ():
     env = catch(0)
-    agent = agents.make_agent(fast_config("dqn"), SMALL_NET, env.time_step_spec(),
+    agent = agents.make_agent(*fast_setup("dqn"), env.time_step_spec(),
                               env.action_spec())
     online = agent._q_network  # pylint: disable=protected-access
-    other = agents.make_agent(fast_config("dqn"), SMALL_NET.replace(num_experts=4),
+    other = agents.make_agent(*fast_setup("dqn", num_experts=4),
                               env.time_step_spec(), env.action_spec())._q_network  # pylint: disable=protected-access
     copy = online.copy(name="Copy")
     copy.create_variables()

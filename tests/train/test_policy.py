@@ -1,11 +1,13 @@
 """The acting policy: `resolve_policy_jit_compile` and `CompiledPolicy`
 (graph or XLA, one time step per call, flat-tensor calls)."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.agents.catch_setup import SMALL_NET, catch, fast_config
+from tests.agents.catch_setup import catch, fast_setup
 from tf_softmoe import agents
 from tf_softmoe.networks import NetworkConfig
 from tf_softmoe.train import config as config_lib
@@ -48,7 +50,7 @@ def test_auto_on_cpu_follows_the_per_network_measurements(encoder, noisy,
 
 def _agent(preset):
     env = catch(0)
-    agent = agents.make_agent(fast_config(preset), SMALL_NET, env.time_step_spec(),
+    agent = agents.make_agent(*fast_setup(preset), env.time_step_spec(),
                               env.action_spec())
     return env, agent
 
@@ -136,5 +138,7 @@ def test_trainer_resolves_auto_from_the_network():
 
 def test_schedule_validates_policy_jit_compile():
     assert config_lib.ScheduleConfig(policy_jit_compile="true").policy_jit_compile == "true"
-    with pytest.raises(ValueError, match="policy_jit_compile must be 'auto', 'true' or 'false'"):
+    with pytest.raises(ValueError, match=re.escape(
+            "policy_jit_compile='always' is not valid; choose one of "
+            "['auto', 'true', 'false']")):
         config_lib.ScheduleConfig(policy_jit_compile="always")

@@ -5,9 +5,8 @@ from tf_softmoe.agents.config import AgentConfig
 from tf_softmoe.agents.dqn_agent import DqnAgent
 from tf_softmoe.agents.factory import batch_to_transition
 from tf_softmoe.agents.factory import make_agent
-from tf_softmoe.agents.factory import network_config_for
 from tf_softmoe.agents.optimizers import FusedAdam
 from tf_softmoe.agents.rainbow_agent import RainbowAgent
 
 __all__ = ["AgentConfig", "DqnAgent", "FusedAdam", "PRESETS", "RainbowAgent",
-           "batch_to_transition", "make_agent", "network_config_for"]
+           "batch_to_transition", "make_agent"]

@@ -43,14 +43,17 @@ class DqnAgent(dqn_agent.DqnAgent):
     def __init__(self, time_step_spec, action_spec, q_network, agent_config,
                  agent_step, train_step_counter=None, optimizer=None):
         self.agent_config = agent_config
+        # Noisy nets are the network's; they decide ε and the collect policy.
+        self.noisy = q_network.config.noisy
         self.agent_step = agent_step
         super().__init__(
             time_step_spec, action_spec, q_network=q_network,
             td_errors_loss_fn=(huber if agent_config.loss == "huber"
                                else squared_error),
             **policies.common_agent_kwargs(agent_config, agent_step,
-                                           train_step_counter, optimizer))
-        if agent_config.noisy:
+                                           train_step_counter, optimizer,
+                                           noisy=self.noisy))
+        if self.noisy:
             self._collect_policy = self.collect_policy_for(self._q_network)
 
     def collect_policy_for(self, network):
@@ -59,7 +62,7 @@ class DqnAgent(dqn_agent.DqnAgent):
         return policies.collect_policy_over(
             self, lambda net: q_policy.QPolicy(self.time_step_spec, self.action_spec,
                                                q_network=net),
-            network, noisy=self.agent_config.noisy)
+            network, noisy=self.noisy)
 
     def _compute_next_q_values(self, next_time_steps, info):
         if not self.agent_config.double_q:

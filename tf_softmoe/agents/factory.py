@@ -6,19 +6,10 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
+from tf_softmoe import config as config_lib
 from tf_softmoe import networks
 from tf_softmoe.agents import dqn_agent
 from tf_softmoe.agents import rainbow_agent
-
-
-def network_config_for(agent_config, network_config):
-    """The network settings the agent dictates: head, atoms, dueling, noise
-    (noisy, σ0, experts' noise in evaluation)."""
-    head = "c51" if agent_config.kind == "rainbow" else "dqn"
-    return network_config.replace(
-        head=head, num_atoms=agent_config.num_atoms, dueling=agent_config.dueling,
-        noisy=agent_config.noisy, noisy_sigma0=agent_config.noisy_sigma0,
-        expert_noise_in_eval=agent_config.expert_noise_in_eval)
 
 
 def make_agent(agent_config, network_config, time_step_spec, action_spec,
@@ -27,12 +18,16 @@ def make_agent(agent_config, network_config, time_step_spec, action_spec,
 
     Args:
       agent_config: an `AgentConfig`.
-      network_config: a `NetworkConfig`; its head, atoms, dueling and noisy
-        fields are set from the agent config.
+      network_config: a `NetworkConfig`, built as it is; its head must fit
+        the agent (`config.check_agent_fits_network`).
       time_step_spec, action_spec: TF-Agents specs of the environment.
       agent_step: int64 variable counting environment steps (made if None).
       train_step_counter: int64 variable counting updates (made if None).
+
+    Raises:
+      ValueError: the network's head does not fit the agent's kind.
     """
+    config_lib.check_agent_fits_network(agent_config, network_config)
     time_step_spec = tensor_spec.from_spec(time_step_spec)
     action_spec = tensor_spec.from_spec(action_spec)
     if agent_step is None:
@@ -40,8 +35,7 @@ def make_agent(agent_config, network_config, time_step_spec, action_spec,
     if train_step_counter is None:
         train_step_counter = tf.Variable(0, dtype=tf.int64, name="train_step")
     q_network = networks.build_q_network(
-        network_config_for(agent_config, network_config),
-        time_step_spec.observation, action_spec)
+        network_config, time_step_spec.observation, action_spec)
     cls = (rainbow_agent.RainbowAgent if agent_config.kind == "rainbow"
            else dqn_agent.DqnAgent)
     agent = cls(time_step_spec, action_spec, q_network, agent_config, agent_step,

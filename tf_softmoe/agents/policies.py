@@ -7,7 +7,7 @@ from tf_agents.policies import epsilon_greedy_policy
 from tf_softmoe.agents import optimizers
 
 
-def linear_epsilon(agent_config, agent_step):
+def linear_epsilon(agent_config, agent_step, noisy):
     """A callable giving the training ε at `agent_step`.
 
     ε stays at `epsilon_start` for the warm-up (`min_replay_history` steps),
@@ -22,12 +22,13 @@ def linear_epsilon(agent_config, agent_step):
     Args:
       agent_config: an `AgentConfig`.
       agent_step: a scalar int64 `tf.Variable` counting environment steps.
+      noisy: whether the agent's network has noisy layers.
     """
     start = float(agent_config.epsilon_start)
     end = float(agent_config.epsilon_end)
     decay = float(agent_config.epsilon_decay_steps)
     warmup = float(agent_config.min_replay_history)
-    if not agent_config.epsilon_greedy_training:
+    if not agent_config.acts_epsilon_greedy(noisy):
         return lambda: tf.constant(0.0)
 
     def epsilon():
@@ -38,12 +39,14 @@ def linear_epsilon(agent_config, agent_step):
     return epsilon
 
 
-def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer):
+def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer,
+                        noisy=False):
     """The TF-Agents constructor arguments both agents share.
 
     gamma is 1 because the replay buffer already folds γ^n' into each
     sample's bootstrap discount (0 after a terminal); target periods are
-    converted from agent steps to updates.
+    converted from agent steps to updates; `noisy` (the network's) decides
+    the ε schedule (`linear_epsilon`).
     """
     clip = agent_config.max_gradient_norm
     if optimizer is None:
@@ -61,7 +64,7 @@ def common_agent_kwargs(agent_config, agent_step, train_step_counter, optimizer)
             f"(e.g. tf.keras.optimizers.Adam(..., global_clipnorm={clip})).")
     return dict(
         optimizer=optimizer,
-        epsilon_greedy=linear_epsilon(agent_config, agent_step),
+        epsilon_greedy=linear_epsilon(agent_config, agent_step, noisy),
         n_step_update=1,
         target_update_period=agent_config.train_steps_per_target_update,
         gamma=1.0,

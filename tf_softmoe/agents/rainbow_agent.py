@@ -70,13 +70,16 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
     def __init__(self, time_step_spec, action_spec, q_network, agent_config,
                  agent_step, train_step_counter=None, optimizer=None):
         self.agent_config = agent_config
+        # Noisy nets are the network's; they decide ε and the collect policy.
+        self.noisy = q_network.config.noisy
         self.agent_step = agent_step
         super().__init__(
             time_step_spec, action_spec, categorical_q_network=q_network,
             min_q_value=agent_config.v_min, max_q_value=agent_config.v_max,
             **policies.common_agent_kwargs(agent_config, agent_step,
-                                           train_step_counter, optimizer))
-        if agent_config.noisy:
+                                           train_step_counter, optimizer,
+                                           noisy=self.noisy))
+        if self.noisy:
             self._collect_policy = self.collect_policy_for(self._q_network)
 
     def collect_policy_for(self, network):
@@ -87,7 +90,7 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
             self, lambda net: categorical_q_policy.CategoricalQPolicy(
                 self.time_step_spec, self.action_spec, net, config.v_min,
                 config.v_max),
-            network, noisy=config.noisy)
+            network, noisy=self.noisy)
 
     @property
     def support(self):
@@ -141,7 +144,7 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
         network and the online pass on s' share one draw, the same for both
         and for every sample. (None, None) when not noisy or not training."""
         config = self.agent_config
-        if not (config.noisy and training):
+        if not (self.noisy and training):
             return None, None
         seeds = tf.random.experimental.stateless_split(noisy_dense.fresh_seed(), 2)
         batch_size = tf.shape(observation)[0] if config.per_sample_noise else None

@@ -14,11 +14,8 @@ a source checkout and for an editable install (`pip install -e .`).
 import configparser
 import dataclasses
 import difflib
-import importlib
-import importlib.util
 import os
 import re
-import sys
 from typing import Optional
 
 import tf_softmoe
@@ -135,24 +132,6 @@ def train_argv(flagfile, game, seed, root_dir, extra_flags=()):
             f"--root_dir={root_dir}"] + list(extra_flags)
 
 
-def _train_flag_definitions():
-    """experiments/flag_defs.py, imported from the repository even when
-    `experiments` is not on sys.path (a binary run by its path)."""
-    try:
-        return importlib.import_module("experiments.flag_defs")
-    except ImportError:
-        package_dir = os.path.join(REPO_ROOT, "experiments")
-        spec = importlib.util.spec_from_file_location(
-            "experiments", os.path.join(package_dir, "__init__.py"),
-            submodule_search_locations=[package_dir])
-        if spec is None:
-            raise
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["experiments"] = package
-        spec.loader.exec_module(package)
-        return importlib.import_module("experiments.flag_defs")
-
-
 def config_for(flagfile, game="Pong", seed=0, extra_flags=()):
     """The `ExperimentConfig` the train binary builds for one run.
 
@@ -169,19 +148,22 @@ def config_for(flagfile, game="Pong", seed=0, extra_flags=()):
       ValueError: an unknown flag, a bad value or an invalid combination; the
         message names the flag file.
     """
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from absl import flags
+    from tf_softmoe.cli import flags as flags_lib
+    from tf_softmoe.cli import train
+    # pylint: enable=import-outside-toplevel
     extra_flags = tuple(extra_flags)
     check_extra_flags(extra_flags)
     check_flagfile_leaves_run_flags(flagfile)
-    flag_defs = _train_flag_definitions()
     flag_values = flags.FlagValues()
-    flag_defs.define_flags(flag_values)
+    train.define_flags(flag_values)
     argv = ["train"] + train_argv(flagfile, game, seed, "unused", extra_flags)
     try:
         leftover = flag_values(argv, known_only=False)
         if len(leftover) > 1:
             raise ValueError(f"unexpected arguments {leftover[1:]}")
-        return flag_defs.experiment_config_from_flags(flag_values)
+        return flags_lib.config_from_flags(flag_values)
     except (flags.Error, ValueError) as error:
         raise ValueError(f"{flagfile} (with --game={game} --seed={seed} "
                          f"{' '.join(extra_flags)}): {error}") from error

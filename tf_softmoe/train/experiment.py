@@ -47,7 +47,52 @@ EVAL_SEED_OFFSET = 10_000
 
 
 class ConfigMismatchError(ValueError):
-    """The run directory holds a run with another configuration."""
+    """The run directory holds a run with another configuration, or a
+    config.json that is not readable as one (it cannot be resumed)."""
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used: a file, or not writable."""
+
+
+def check_run_directory(root_dir, config, allow_config_change=False):
+    """Checks, without writing anything, that `config` can run in `root_dir`.
+
+    Raises:
+      RunDirectoryError: `root_dir` is a file, or it (or, when it does not
+        exist yet, its nearest existing parent) is not a writable directory.
+      ConfigMismatchError: `root_dir` holds a config.json that is not a
+        readable ExperimentConfig, or one that differs from `config` in a
+        field that changes what is trained (unless `allow_config_change`).
+    """
+    path = os.path.abspath(root_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunDirectoryError("it is a file, not a directory; give a directory "
+                                "(new, or a run to resume).")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunDirectoryError(f"{existing} is a file, so the directory cannot be made.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"{existing} is not writable.")
+    run = run_directory.RunDirectory(path)
+    if not run.has_config():
+        return
+    try:
+        stored = run.read_config()
+    except (OSError, run_directory.RunDirectoryError) as error:
+        raise ConfigMismatchError(
+            f"{error} The run cannot be resumed: use a new --root_dir (the directory "
+            "is left as it is).") from error
+    differences = config_lib.config_differences(stored, config)
+    if differences and not allow_config_change:
+        listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
+                           for k, (a, b) in differences.items())
+        raise ConfigMismatchError(
+            f"{root_dir} holds a run with another configuration ({listed}). "
+            "Use a new --root_dir, or pass --allow_config_change to resume "
+            "it with the new settings.")
 
 
 def make_environment(config, seed):
@@ -104,7 +149,8 @@ class Experiment:
         self.handle_signals = handle_signals
         self.export_on_exit = export_on_exit
         self._stop_signal = None
-        self._check_config(allow_config_change)
+        check_run_directory(root_dir, config, allow_config_change)
+        self.run_directory.write_config(config)
         schedule = config.schedule
         seed = schedule.seed
         random.seed(seed)
@@ -152,30 +198,6 @@ class Experiment:
             updates=lambda: int(self.agent.train_step_counter.numpy()))
         self.iteration = 0
         self.partial = None
-
-    # ----------------------------------------------------------------- config
-    def _check_config(self, allow_change):
-        """Refuses a run directory holding another run (or a file, or a
-        corrupt config.json) before anything is written there."""
-        run = self.run_directory
-        if os.path.exists(run.path) and not run.exists():
-            raise ConfigMismatchError(
-                f"--root_dir={run.path} is a file, not a directory: pass a new or an "
-                "existing run directory.")
-        if run.has_config():
-            try:
-                stored = run.read_config()
-            except run_directory.RunDirectoryError as error:
-                raise ConfigMismatchError(str(error)) from error
-            differences = config_lib.config_differences(stored, self.config)
-            if differences and not allow_change:
-                listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
-                                   for k, (a, b) in differences.items())
-                raise ConfigMismatchError(
-                    f"{self.root_dir} holds a run with another configuration ({listed}). "
-                    "Use a new --root_dir, or pass --allow_config_change to resume "
-                    "it with the new settings.")
-        run.write_config(self.config)
 
     # ------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, tmp_dir):
@@ -421,5 +443,5 @@ def load_agent(root_dir, checkpoint=None):
         f"No readable checkpoint in {root_dir}/checkpoints (tried {candidates}).")
 
 
-__all__ = ["ConfigMismatchError", "Experiment", "load_agent", "make_environment",
-           "read_stored_config", "eval_policy"]
+__all__ = ["ConfigMismatchError", "Experiment", "RunDirectoryError", "check_run_directory",
+           "load_agent", "make_environment", "read_stored_config", "eval_policy"]

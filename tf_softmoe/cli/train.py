@@ -1,0 +1,96 @@
+r"""Trains a DQN / Rainbow / DER agent with a tokenized penultimate block.
+
+Example (Rainbow, Impala encoder, SoftMoE-4 on PerConv tokens):
+
+    tfsm-train --agent=rainbow --game=Pong --encoder=impala \
+        --penultimate=softmoe --num_experts=4 --root_dir=runs/pong_softmoe4
+
+(`python experiments/train.py ...` is the same program.) Re-running the same
+command resumes from the newest checkpoint. Paper conditions are flag files:
+--flagfile=experiments/configs/<condition>.flags. Every config field is a
+flag (--helpfull lists them). TensorBoard: tensorboard --logdir
+<root_dir>/tensorboard
+
+Exit status: 0 done; 1 invalid flags or an unusable --root_dir (nothing is
+written); 2 an existing run that cannot be resumed (another configuration,
+an unreadable config.json or checkpoints; the directory is left as it is);
+128 + signal when stopped by a signal (checkpoint written).
+"""
+
+import os
+import sys
+
+import tf_softmoe  # noqa: F401  (Keras 2 before TensorFlow)
+from absl import app
+from absl import flags
+
+from tf_softmoe.cli import flags as flags_lib
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    """The train program's flags: every config field, --root_dir and
+    --allow_config_change (idempotent)."""
+    if "root_dir" in flag_values:
+        return
+    flags_lib.define_config_flags(flag_values)
+    flags.DEFINE_string("root_dir", None, "Run directory (checkpoints, logs, metrics).",
+                        flag_values=flag_values)
+    flags.DEFINE_boolean("allow_config_change", False,
+                         "Resume a run directory even if its stored config differs.",
+                         flag_values=flag_values)
+
+
+def main(argv):
+    from tf_softmoe.train import checkpoints  # pylint: disable=import-outside-toplevel
+    from tf_softmoe.train import experiment  # pylint: disable=import-outside-toplevel
+    if len(argv) > 1:
+        return _error(f"unexpected arguments {argv[1:]}; every setting is a --flag.")
+    if not FLAGS.root_dir:
+        return _error("--root_dir is required (where the run is written).")
+    try:
+        config = flags_lib.config_from_flags(FLAGS)
+    except ValueError as error:
+        return _error(f"Invalid flags: {error}")
+    root_dir = FLAGS.root_dir
+    try:
+        experiment.check_run_directory(root_dir, config,
+                                       allow_config_change=FLAGS.allow_config_change)
+    except experiment.RunDirectoryError as error:
+        return _error(f"--root_dir={root_dir}: {error}")
+    except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
+        return _error(str(error), status=2)
+    tensorboard = os.path.abspath(os.path.join(root_dir, "tensorboard"))
+    print(f"Training {config.describe()}\n"
+          f"  run directory: {os.path.abspath(root_dir)}\n"
+          f"  TensorBoard:   tensorboard --logdir {tensorboard}", flush=True)
+    try:
+        run = experiment.Experiment(config, root_dir,
+                                    allow_config_change=FLAGS.allow_config_change)
+        run.run()
+    except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
+        return _error(str(error), status=2)
+    if run.stopped_by_signal is not None:
+        print(f"Stopped by signal {run.stopped_by_signal}; checkpoint written. "
+              "Re-run the same command to resume.", flush=True)
+        return 128 + run.stopped_by_signal
+    print(f"Done. Metrics: {os.path.join(root_dir, experiment.METRICS_FILE)}; "
+          f"policy: {os.path.join(root_dir, 'policy')}", flush=True)
+    return 0
+
+
+def _error(message, status=1):
+    print(f"error: {message}" if not message.startswith("Invalid") else message,
+          file=sys.stderr, flush=True)
+    return status
+
+
+def run():
+    """Console-script entry point `tfsm-train`."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
