@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 
-from tf_softmoe import agents
-from tf_softmoe import networks
 from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import experiment
 
@@ -40,21 +38,18 @@ else:
 def catch_run(root):
     """Trains Rainbow-SoftMoE (Nature encoder, 2 experts of 8 units) for 60
     Catch steps in `root` and exports it; returns the finished Experiment."""
-    config = config_lib.ExperimentConfig(
-        game="catch", env_overrides={"rows": 6, "columns": 3,
-                                     "observation_shape": [12, 6, 1]},
-        agent=agents.AgentConfig.preset(
-            "rainbow", min_replay_history=40, update_period=2, target_update_period=20,
-            epsilon_decay_steps=100, replay_capacity=1000, batch_size=8, n_step=1,
-            v_min=-1.0, v_max=1.0, num_atoms=11,
-            # Deterministic evaluation outputs to compare across processes
-            # (by default the experts stay noisy in evaluation).
-            expert_noise_in_eval=False),
-        network=networks.NetworkConfig(encoder="nature", penultimate="softmoe",
-                                       num_experts=2, hidden_units=8),
-        schedule=config_lib.ScheduleConfig(
-            num_iterations=1, steps_per_iteration=60, diagnostics_period=5,
-            jit_compile="false", policy_jit_compile="false"))
+    config = config_lib.ExperimentConfig.preset(
+        "rainbow", game="catch", env_overrides={"rows": 6, "columns": 3,
+                                                "observation_shape": [12, 6, 1]},
+        min_replay_history=40, update_period=2, target_update_period=20,
+        epsilon_decay_steps=100, replay_capacity=1000, batch_size=8, n_step=1,
+        v_min=-1.0, v_max=1.0, num_atoms=11,
+        # Deterministic evaluation outputs to compare across processes
+        # (by default the experts stay noisy in evaluation).
+        expert_noise_in_eval=False,
+        encoder="nature", penultimate="softmoe", num_experts=2, hidden_units=8,
+        num_iterations=1, steps_per_iteration=60, diagnostics_period=5,
+        jit_compile="false", policy_jit_compile="false")
     run = experiment.Experiment(config, root, handle_signals=False)
     run.run()
     return run
