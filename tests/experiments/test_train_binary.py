@@ -180,7 +180,7 @@ def test_unusable_run_directories_are_refused_and_left_as_they_are(tmp_path):
     (corrupt / "config.json").write_text("{truncated")
     result = run([TRAIN, "--game=catch", f"--root_dir={corrupt}"], timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "config.json is not a readable tf_softmoe config" in result.stderr
+    assert "config.json is unreadable or not JSON" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(os.listdir(corrupt)) == ["config.json"]
     assert (corrupt / "config.json").read_text() == "{truncated"

@@ -316,5 +316,5 @@ def test_corrupt_or_foreign_config_json_is_refused_untouched(tmp_path, text):
 def test_root_dir_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
-    with pytest.raises(experiment.ConfigMismatchError, match="is a file"):
+    with pytest.raises(experiment.UnusableRootDirError, match="is a file"):
         experiment.Experiment(catch_config(), str(path))

@@ -57,7 +57,7 @@ def main(argv):
     try:
         experiment.check_run_directory(root_dir, config,
                                        allow_config_change=FLAGS.allow_config_change)
-    except experiment.RunDirectoryError as error:
+    except experiment.UnusableRootDirError as error:
         return _error(f"--root_dir={root_dir}: {error}")
     except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
         return _error(str(error), status=2)

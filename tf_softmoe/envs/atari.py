@@ -443,6 +443,12 @@ class AtariPyEnvironment(py_environment.PyEnvironment):
             raise ValueError("get_info() needs a reset() or step() first.")
         return self._info
 
+    def reset_game(self):
+        """Starts a new game (with its no-op start) even in the middle of one
+        or right after a life-loss `LAST`, where `reset()` continues the game."""
+        self._needs_game_reset = True
+        return self.reset()
+
     def render(self, mode="rgb_array"):
         """The current RGB screen, uint8 [210, 160, 3]."""
         if mode != "rgb_array":

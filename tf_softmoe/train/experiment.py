@@ -51,15 +51,17 @@ class ConfigMismatchError(ValueError):
     config.json that is not readable as one (it cannot be resumed)."""
 
 
-class RunDirectoryError(ValueError):
-    """The run directory cannot be used: a file, or not writable."""
+class UnusableRootDirError(ValueError):
+    """The root directory cannot hold a run: it is a file, or not writable
+    (the command's bad input, exit 1; `ConfigMismatchError` is a run there
+    that cannot be resumed, exit 2)."""
 
 
 def check_run_directory(root_dir, config, allow_config_change=False):
     """Checks, without writing anything, that `config` can run in `root_dir`.
 
     Raises:
-      RunDirectoryError: `root_dir` is a file, or it (or, when it does not
+      UnusableRootDirError: `root_dir` is a file, or it (or, when it does not
         exist yet, its nearest existing parent) is not a writable directory.
       ConfigMismatchError: `root_dir` holds a config.json that is not a
         readable ExperimentConfig, or one that differs from `config` in a
@@ -67,24 +69,22 @@ def check_run_directory(root_dir, config, allow_config_change=False):
     """
     path = os.path.abspath(root_dir)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise RunDirectoryError("it is a file, not a directory; give a directory "
+        raise UnusableRootDirError("it is a file, not a directory; give a directory "
                                 "(new, or a run to resume).")
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise RunDirectoryError(f"{existing} is a file, so the directory cannot be made.")
+        raise UnusableRootDirError(f"{existing} is a file, so the directory cannot be made.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirectoryError(f"{existing} is not writable.")
+        raise UnusableRootDirError(f"{existing} is not writable.")
     run = run_directory.RunDirectory(path)
     if not run.has_config():
         return
     try:
         stored = run.read_config()
     except (OSError, run_directory.RunDirectoryError) as error:
-        raise ConfigMismatchError(
-            f"{error} The run cannot be resumed: use a new --root_dir (the directory "
-            "is left as it is).") from error
+        raise ConfigMismatchError(str(error)) from error
     differences = config_lib.config_differences(stored, config)
     if differences and not allow_config_change:
         listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
@@ -443,5 +443,5 @@ def load_agent(root_dir, checkpoint=None):
         f"No readable checkpoint in {root_dir}/checkpoints (tried {candidates}).")
 
 
-__all__ = ["ConfigMismatchError", "Experiment", "RunDirectoryError", "check_run_directory",
+__all__ = ["ConfigMismatchError", "Experiment", "UnusableRootDirError", "check_run_directory",
            "load_agent", "make_environment", "read_stored_config", "eval_policy"]
