@@ -5,6 +5,7 @@ from tf_agents.agents.dqn import dqn_agent
 from tf_agents.policies import q_policy
 
 from tf_softmoe.agents import policies
+from tf_softmoe.agents import _common
 
 
 def squared_error(targets, predictions):
@@ -21,7 +22,7 @@ def huber(targets, predictions):
         targets, predictions, reduction=tf.compat.v1.losses.Reduction.NONE)
 
 
-class DqnAgent(dqn_agent.DqnAgent):
+class DqnAgent(_common.AgentMixin, dqn_agent.DqnAgent):
     """TF-Agents DqnAgent fed with n-step transitions from `FrameReplayBuffer`.
 
     The replay buffer computes the n-step return R and the bootstrap discount

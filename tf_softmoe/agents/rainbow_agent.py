@@ -15,6 +15,7 @@ from tf_agents.policies import categorical_q_policy
 
 from tf_softmoe import networks
 from tf_softmoe.agents import policies
+from tf_softmoe.agents import _common
 from tf_softmoe.layers import noisy_dense
 
 RainbowLossInfo = collections.namedtuple(
@@ -37,7 +38,7 @@ def c51_target(reward, discount, next_probs, support):
     return categorical_dqn_agent.project_distribution(target_support, next_probs, support)
 
 
-class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
+class RainbowAgent(_common.AgentMixin, categorical_dqn_agent.CategoricalDqnAgent):
     """C51 + n-step + prioritized replay + double-Q + dueling + noisy nets.
 
     Loss per sample (Bellemare et al., 2017), with support z of `num_atoms`
