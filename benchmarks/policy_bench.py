@@ -67,7 +67,7 @@ def bench_case(case, rounds, calls):
     config = network_config(case)
     agent = make_agent(AgentConfig.preset(case["agent"]), config, time_step_spec,
                        action_spec)
-    auto = resolve_policy_jit_compile("auto", agent._q_network.config)  # pylint: disable=protected-access
+    auto = resolve_policy_jit_compile("auto", agent.q_network.config)
     observation = np.random.default_rng(0).integers(0, 256, (84, 84, 4), dtype=np.uint8)
     step = ts.TimeStep(np.int32(1), np.float32(0.0), np.float32(1.0), observation)
     variants = {

@@ -134,7 +134,7 @@ def build_ours(case, jit_compile):
     learner = Learner(agent, jit_compile=jit_compile)
     batch = cases_lib.synthetic_batch(case, 0, np)
     params = int(sum(np.prod(v.shape) for v in
-                     agent._q_network.trainable_variables))  # pylint: disable=protected-access
+                     agent.q_network.trainable_variables))
     return (lambda: learner.train(batch)), params
 
 

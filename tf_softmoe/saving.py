@@ -113,7 +113,7 @@ def load_q_network(path, custom_objects=None, compile=True,  # pylint: disable=r
                 "left out the weights of the Impala residual blocks. Export it "
                 "again from the run's checkpoint: `_, agent, _ = tf_softmoe.train."
                 "experiment.load_agent(run_dir)`, then `tf_softmoe.save_q_network("
-                "agent._q_network, path)`.") from error
+                "agent.q_network, path)`.") from error
         if not missing:
             raise
         writer = (f"tf_softmoe {written_by}" if written_by else

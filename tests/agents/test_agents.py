@@ -98,7 +98,7 @@ def test_noisy_presets_train_with_zero_epsilon(preset):
     agent = agents.make_agent(*fast_setup(preset), env.time_step_spec(),
                               env.action_spec())
     assert agent.noisy
-    assert float(agent._epsilon_greedy()) == 0.0  # pylint: disable=protected-access
+    assert float(agent.epsilon_greedy()) == 0.0
     kept = agents.AgentConfig.preset(preset, epsilon_with_noise=True)
     assert kept.epsilon(0, noisy) == 1.0
     assert float(policies.linear_epsilon(kept, tf.Variable(0, dtype=tf.int64),
@@ -111,16 +111,16 @@ def test_dqn_loss_by_hand(double_q):
     env = catch(0)
     config, network = fast_setup("dqn", double_q=double_q)
     agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
-    for v in agent._target_q_network.variables:  # pylint: disable=protected-access
+    for v in agent.target_q_network.variables:
         v.assign(v + tf.random.normal(v.shape, stddev=0.05))  # target ≠ online
     batch = random_batch(env)
     learner = learner_lib.Learner(agent, jit_compile=False)
     transition = agents.batch_to_transition(batch)
-    loss_info = agent._loss(transition, weights=batch["importance_weights"])  # pylint: disable=protected-access
-    q = agent._q_network(batch["state"])[0].numpy()  # pylint: disable=protected-access
-    q_next_target = agent._target_q_network(batch["next_state"])[0].numpy()  # pylint: disable=protected-access
+    loss_info = agent.loss_on(transition, weights=batch["importance_weights"])
+    q = agent.q_network(batch["state"])[0].numpy()
+    q_next_target = agent.target_q_network(batch["next_state"])[0].numpy()
     if double_q:
-        best = agent._q_network(batch["next_state"])[0].numpy().argmax(1)  # pylint: disable=protected-access
+        best = agent.q_network(batch["next_state"])[0].numpy().argmax(1)
         bootstrap = q_next_target[np.arange(32), best]
     else:
         bootstrap = q_next_target.max(1)
@@ -130,7 +130,7 @@ def test_dqn_loss_by_hand(double_q):
     np.testing.assert_allclose(loss_info.extra.td_loss, per_sample, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
         loss_info.loss, np.mean(per_sample * batch["importance_weights"]), rtol=1e-4)
-    assert learner.q_network is agent._q_network  # pylint: disable=protected-access
+    assert learner.q_network is agent.q_network
 
 
 def test_c51_projection_by_hand():
@@ -156,17 +156,17 @@ def test_rainbow_loss_by_hand(double_q):
     env = catch(0)
     config, network = fast_setup("rainbow", double_q=double_q, noisy=False)
     agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
-    for v in agent._target_q_network.variables:  # pylint: disable=protected-access
+    for v in agent.target_q_network.variables:
         v.assign(v + tf.random.normal(v.shape, stddev=0.05))
     batch = random_batch(env)
-    loss_info = agent._loss(agents.batch_to_transition(batch),  # pylint: disable=protected-access
+    loss_info = agent.loss_on(agents.batch_to_transition(batch),
                             weights=batch["importance_weights"])
     support = np.linspace(-1, 1, 21).astype(np.float32)
     softmax = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(  # noqa: E731
         x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
-    logits = agent._q_network(batch["state"])[0].numpy()  # pylint: disable=protected-access
-    target_p = softmax(agent._target_q_network(batch["next_state"])[0].numpy())  # pylint: disable=protected-access
-    selector = (softmax(agent._q_network(batch["next_state"])[0].numpy())  # pylint: disable=protected-access
+    logits = agent.q_network(batch["state"])[0].numpy()
+    target_p = softmax(agent.target_q_network(batch["next_state"])[0].numpy())
+    selector = (softmax(agent.q_network(batch["next_state"])[0].numpy())
                 if double_q else target_p)
     best = (selector * support).sum(-1).argmax(-1)
     next_p = target_p[np.arange(32), best]
@@ -196,8 +196,8 @@ def test_target_network_syncs_every_period():
     config, network = fast_setup("dqn", update_period=1, target_update_period=3)
     agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
     learner = learner_lib.Learner(agent, jit_compile=False)
-    online = agent._q_network.trainable_variables  # pylint: disable=protected-access
-    target = agent._target_q_network.trainable_variables  # pylint: disable=protected-access
+    online = agent.q_network.trainable_variables
+    target = agent.target_q_network.trainable_variables
 
     def synced():
         return all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(online, target))
@@ -222,10 +222,10 @@ def test_xla_train_step_matches_graph():
         agent = agents.make_agent(config, network, env.time_step_spec(),
                                   env.action_spec())
         if results:
-            for v, saved in zip(agent._q_network.variables, results[0][1]):  # pylint: disable=protected-access
+            for v, saved in zip(agent.q_network.variables, results[0][1]):
                 v.assign(saved)
             agent._update_target()  # pylint: disable=protected-access
-        weights = [v.numpy() for v in agent._q_network.variables]  # pylint: disable=protected-access
+        weights = [v.numpy() for v in agent.q_network.variables]
         out = learner_lib.Learner(agent, jit_compile=jit).train(batch)
         results.append((out, weights))
     np.testing.assert_allclose(results[0][0]["per_sample_loss"],
@@ -329,7 +329,7 @@ def test_rainbow_loss_draws_noise_as_the_reference(per_sample_noise):
     agent = agents.make_agent(*fast_setup("rainbow", per_sample_noise=per_sample_noise),
                                env.time_step_spec(), env.action_spec())
     seen = []
-    for net in (agent._q_network, agent._target_q_network):  # pylint: disable=protected-access
+    for net in (agent.q_network, agent.target_q_network):
         original = net.call
 
         def recording(observation, *args, _original=original, _net=net, **kwargs):
@@ -338,10 +338,9 @@ def test_rainbow_loss_draws_noise_as_the_reference(per_sample_noise):
 
         net.call = recording
     batch = random_batch(env)
-    # pylint: disable=protected-access
-    agent._loss(agents.batch_to_transition(batch), training=True)
+    agent.loss_on(agents.batch_to_transition(batch), training=True)
     (online, online_noise), (target, target_noise), (online2, next_noise) = seen
-    assert online is online2 is agent._q_network and target is agent._target_q_network
+    assert online is online2 is agent.q_network and target is agent.target_q_network
     assert online_noise.features.per_sample == per_sample_noise
     assert online_noise.experts.per_sample == per_sample_noise
     assert not target_noise.features.per_sample and not target_noise.experts.per_sample

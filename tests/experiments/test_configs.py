@@ -135,7 +135,7 @@ def test_agents_build_from_flagfiles_at_tiny_width(agent, encoder):
         config = conditions.config_for(flagfile, extra_flags=TINY)
         built = agents.make_agent(config.agent, config.network, time_step_spec,
                                   action_spec)
-        outputs, _ = built._q_network(  # pylint: disable=protected-access
+        outputs, _ = built.q_network(
             tf.zeros([2, 84, 84, 4], tf.uint8))
         assert outputs.shape.as_list() == [2] + output_shape(config)
         assert built.agent_step.numpy() == 0

@@ -77,7 +77,7 @@ def expected_q_values(network_output, support):
 def finished_run(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("fresh") / "run")
     run = tiny_run.catch_run(root)
-    spec = run.agent._q_network.input_tensor_spec  # pylint: disable=protected-access
+    spec = run.agent.q_network.input_tensor_spec
     observations = np.random.default_rng(0).integers(
         0, 256, [5, *spec.shape], dtype=np.uint8)
     return root, run, observations
@@ -127,7 +127,7 @@ def test_import_alone_registers_every_layer_class_without_tf_agents(tmp_path):
 
 def test_run_q_network_loads_and_gives_the_runs_q_values(finished_run, tmp_path):
     root, run, observations = finished_run
-    expected = run.agent._q_network(observations)[0].numpy()  # pylint: disable=protected-access
+    expected = run.agent.q_network(observations)[0].numpy()
     path = os.path.join(root, "q_network.keras")
     models = [{"name": "keras", "path": path, "loader": "keras", "input": "obs"},
               {"name": "helper", "path": root, "loader": "load_q_network",
@@ -181,7 +181,7 @@ assert "tf_softmoe" not in sys.modules
 """
     result = tiny_run.fresh_python(code, cwd=str(tmp_path), with_repo=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    logits = run.agent._q_network(observations)[0].numpy()  # pylint: disable=protected-access
+    logits = run.agent.q_network(observations)[0].numpy()
     support = np.linspace(-1.0, 1.0, 11)
     greedy = expected_q_values(logits, support).argmax(-1)
     np.testing.assert_array_equal(np.load(tmp_path / "actions.npy"), greedy)

@@ -63,14 +63,14 @@ def n_step_batch(env, n_step, seed=0):
 
 
 def perturb_target(agent):
-    for variable in agent._target_q_network.variables:  # pylint: disable=protected-access
+    for variable in agent.target_q_network.variables:
         variable.assign(variable + tf.random.normal(variable.shape, stddev=0.1, seed=1))
 
 
 def outputs_of(agent, batch):
     """Our online and target networks' outputs for s and s'."""
-    online = agent._q_network  # pylint: disable=protected-access
-    target = agent._target_q_network  # pylint: disable=protected-access
+    online = agent.q_network
+    target = agent.target_q_network
     return {"online": online(batch["state"])[0].numpy(),
             "online_next": online(batch["next_state"])[0].numpy(),
             "target_next": target(batch["next_state"])[0].numpy()}
@@ -86,7 +86,7 @@ def test_dqn_loss_matches_the_reference(reference, loss, double_q):
     perturb_target(agent)
     batch = n_step_batch(env, n_step=1)
     transition = agents.batch_to_transition(batch)
-    loss_info = agent._loss(transition, training=True)  # pylint: disable=protected-access
+    loss_info = agent.loss_on(transition, training=True)
     nets = outputs_of(agent, batch)
     # Bootstrapped Q-values differ by sample, so the terminals and the max
     # (or double-Q argmax) matter; a wrong ½ or reduction shows as a 2x gap.
@@ -145,7 +145,7 @@ def test_rainbow_c51_loss_and_priorities_match_the_reference(reference, double_q
     """, reward=batch["reward"], terminal=batch["terminal"], action=batch["action"],
         sampling_probabilities=batch["sampling_probabilities"],
         double_q=np.array(double_q), **nets)
-    loss_info = agent._loss(agents.batch_to_transition(batch),  # pylint: disable=protected-access
+    loss_info = agent.loss_on(agents.batch_to_transition(batch),
                             weights=out["loss_weights"], training=True)
     per_sample = loss_info.extra.per_sample_loss.numpy()
     np.testing.assert_allclose(per_sample, out["td_loss"], rtol=1e-5, atol=1e-6)

@@ -114,7 +114,7 @@ def test_run_writes_metrics_events_checkpoints_and_exports(finished_run):
     assert os.path.exists(os.path.join(root, "policy", "saved_model.pb"))
     model = tf.keras.models.load_model(os.path.join(root, "q_network.keras"))
     obs = np.zeros((2, 12, 6, 1), np.uint8)
-    np.testing.assert_allclose(model(obs), run.agent._q_network(obs)[0], atol=1e-5)  # pylint: disable=protected-access
+    np.testing.assert_allclose(model(obs), run.agent.q_network(obs)[0], atol=1e-5)
     policy = tf.saved_model.load(os.path.join(root, "policy"))
     assert policy is not None
 
@@ -129,8 +129,8 @@ def test_resume_continues_without_duplicating_iterations(finished_run, tmp_path)
     assert int(resumed.agent.agent_step.numpy()) == 120
     assert len(resumed.replay) >= 118
     original = finished_run[1]
-    for a, b in zip(resumed.agent._q_network.variables,  # pylint: disable=protected-access
-                    original.agent._q_network.variables):  # pylint: disable=protected-access
+    for a, b in zip(resumed.agent.q_network.variables,
+                    original.agent.q_network.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     resumed.run()
     rows = read_rows(root)
@@ -240,7 +240,7 @@ def test_config_json_describes_the_network_built(finished_run, tmp_path):
     stored = json.load(open(os.path.join(root, "config.json")))["network"]
     assert (stored["head"], stored["dueling"], stored["noisy"]) == ("c51", True, True)
     assert stored["num_atoms"] == 11
-    built = run.agent._q_network.config  # pylint: disable=protected-access
+    built = run.agent.q_network.config
     assert built == experiment.read_stored_config(root).network
     # A config.json written when the agent owned atoms, dueling and noise
     # (and the network section kept whatever was passed) still reads, the

@@ -36,7 +36,7 @@ def network_values(network):
 def test_overlap_runs_the_serial_loops_updates_and_ends_synced(preset):
     trainer, agent, replay, _ = make_trainer(preset, overlap=True, update_period=4,
                                              min_replay_history=40, batch_size=8)
-    online = agent._q_network  # pylint: disable=protected-access
+    online = agent.q_network
     acting = trainer._acting_network  # pylint: disable=protected-access
     assert not {id(v) for v in acting.variables} & {id(v) for v in online.variables}
     assert len(network_values(acting)) == len(online.variables)
@@ -60,7 +60,7 @@ def test_actions_between_updates_come_from_the_previous_updates_network():
     trainer, agent, _, _ = make_trainer("dqn", overlap=True, update_period=4,
                                         min_replay_history=40, batch_size=8)
     trainer.run(44)  # the update at step 44 is started and finished by run()
-    online = agent._q_network  # pylint: disable=protected-access
+    online = agent.q_network
     before = network_values(trainer._acting_network)  # pylint: disable=protected-access
     for v in online.trainable_variables:
         v.assign(v + 1.0)
@@ -110,9 +110,9 @@ def test_paired_variables_refuses_networks_that_differ():
     env = catch(0)
     agent = agents.make_agent(*fast_setup("dqn"), env.time_step_spec(),
                               env.action_spec())
-    online = agent._q_network  # pylint: disable=protected-access
+    online = agent.q_network
     other = agents.make_agent(*fast_setup("dqn", num_experts=4),
-                              env.time_step_spec(), env.action_spec())._q_network  # pylint: disable=protected-access
+                              env.time_step_spec(), env.action_spec()).q_network
     copy = online.copy(name="Copy")
     copy.create_variables()
     pairs = loop.paired_variables(copy, online)

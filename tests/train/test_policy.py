@@ -115,7 +115,7 @@ def test_collect_policy_sees_the_updated_variables():
     env, agent = _agent("dqn")
     policy = loop.CompiledPolicy(agent.policy, jit_compile=True)
     steps = _observations(env, 10, seed=1)
-    head = [v for v in agent._q_network.trainable_variables  # pylint: disable=protected-access
+    head = [v for v in agent.q_network.trainable_variables
             if "head" in v.name and "bias" in v.name][0]
     for action in range(int(env.action_spec().maximum) + 1):
         bias = np.full(head.shape, -10.0, np.float32)

@@ -4,7 +4,7 @@ import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.policies import q_policy
 
-from tf_softmoe.agents import policies
+from tf_softmoe.agents import _common
 
 
 def squared_error(targets, predictions):
@@ -21,7 +21,7 @@ def huber(targets, predictions):
         targets, predictions, reduction=tf.compat.v1.losses.Reduction.NONE)
 
 
-class DqnAgent(dqn_agent.DqnAgent):
+class DqnAgent(_common.AgentMixin, dqn_agent.DqnAgent):
     """TF-Agents DqnAgent fed with n-step transitions from `FrameReplayBuffer`.
 
     The replay buffer computes the n-step return R and the bootstrap discount
@@ -40,29 +40,21 @@ class DqnAgent(dqn_agent.DqnAgent):
         clipping the global norm at `max_gradient_norm` when set.
     """
 
+    _per_sample_loss_field = "td_loss"
+
     def __init__(self, time_step_spec, action_spec, q_network, agent_config,
                  agent_step, train_step_counter=None, optimizer=None):
-        self.agent_config = agent_config
-        # Noisy nets are the network's; they decide ε and the collect policy.
-        self.noisy = q_network.config.noisy
-        self.agent_step = agent_step
         super().__init__(
             time_step_spec, action_spec, q_network=q_network,
             td_errors_loss_fn=(huber if agent_config.loss == "huber"
                                else squared_error),
-            **policies.common_agent_kwargs(agent_config, agent_step,
-                                           train_step_counter, optimizer,
-                                           noisy=self.noisy))
-        if self.noisy:
-            self._collect_policy = self.collect_policy_for(self._q_network)
+            **self._setup(q_network, agent_config, agent_step,
+                          train_step_counter, optimizer))
+        self._use_noisy_collect_policy()
 
-    def collect_policy_for(self, network):
-        """This agent's collect policy evaluated with `network` (a network of
-        the same configuration, e.g. `Trainer`'s acting copy)."""
-        return policies.collect_policy_over(
-            self, lambda net: q_policy.QPolicy(self.time_step_spec, self.action_spec,
-                                               q_network=net),
-            network, noisy=self.noisy)
+    def _greedy_policy_over(self, network):
+        return q_policy.QPolicy(self.time_step_spec, self.action_spec,
+                                q_network=network)
 
     def _compute_next_q_values(self, next_time_steps, info):
         if not self.agent_config.double_q:
@@ -74,7 +66,3 @@ class DqnAgent(dqn_agent.DqnAgent):
         target, _ = self._target_q_network(next_time_steps.observation,
                                            step_type=next_time_steps.step_type)
         return tf.gather(target, best, batch_dims=1)
-
-    def per_sample_loss(self, loss_info):
-        """Per-sample loss for priority updates."""
-        return loss_info.extra.td_loss

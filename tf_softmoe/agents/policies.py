@@ -86,7 +86,7 @@ def collect_policy_over(agent, make_policy, network, noisy):
     if noisy:
         network = NoisyExplorationNetwork(network)
     return epsilon_greedy_policy.EpsilonGreedyPolicy(
-        make_policy(network), epsilon=agent._epsilon_greedy)  # pylint: disable=protected-access
+        make_policy(network), epsilon=agent.epsilon_greedy)
 
 
 class NoisyExplorationNetwork(network.Network):

@@ -14,7 +14,7 @@ from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 from tf_agents.policies import categorical_q_policy
 
 from tf_softmoe import networks
-from tf_softmoe.agents import policies
+from tf_softmoe.agents import _common
 from tf_softmoe.layers import noisy_dense
 
 RainbowLossInfo = collections.namedtuple(
@@ -37,7 +37,7 @@ def c51_target(reward, discount, next_probs, support):
     return categorical_dqn_agent.project_distribution(target_support, next_probs, support)
 
 
-class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
+class RainbowAgent(_common.AgentMixin, categorical_dqn_agent.CategoricalDqnAgent):
     """C51 + n-step + prioritized replay + double-Q + dueling + noisy nets.
 
     Loss per sample (Bellemare et al., 2017), with support z of `num_atoms`
@@ -67,30 +67,22 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
         clipping the global norm at `max_gradient_norm` when set.
     """
 
+    _per_sample_loss_field = "per_sample_loss"
+
     def __init__(self, time_step_spec, action_spec, q_network, agent_config,
                  agent_step, train_step_counter=None, optimizer=None):
-        self.agent_config = agent_config
-        # Noisy nets are the network's; they decide ε and the collect policy.
-        self.noisy = q_network.config.noisy
-        self.agent_step = agent_step
         super().__init__(
             time_step_spec, action_spec, categorical_q_network=q_network,
             min_q_value=agent_config.v_min, max_q_value=agent_config.v_max,
-            **policies.common_agent_kwargs(agent_config, agent_step,
-                                           train_step_counter, optimizer,
-                                           noisy=self.noisy))
-        if self.noisy:
-            self._collect_policy = self.collect_policy_for(self._q_network)
+            **self._setup(q_network, agent_config, agent_step,
+                          train_step_counter, optimizer))
+        self._use_noisy_collect_policy()
 
-    def collect_policy_for(self, network):
-        """This agent's collect policy evaluated with `network` (a network of
-        the same configuration, e.g. `Trainer`'s acting copy)."""
+    def _greedy_policy_over(self, network):
         config = self.agent_config
-        return policies.collect_policy_over(
-            self, lambda net: categorical_q_policy.CategoricalQPolicy(
-                self.time_step_spec, self.action_spec, net, config.v_min,
-                config.v_max),
-            network, noisy=self.noisy)
+        return categorical_q_policy.CategoricalQPolicy(
+            self.time_step_spec, self.action_spec, network, config.v_min,
+            config.v_max)
 
     @property
     def support(self):
@@ -150,7 +142,3 @@ class RainbowAgent(categorical_dqn_agent.CategoricalDqnAgent):
         batch_size = tf.shape(observation)[0] if config.per_sample_noise else None
         return (networks.NetworkNoise.from_seed(seeds[0], batch_size),
                 networks.NetworkNoise.from_seed(seeds[1]))
-
-    def per_sample_loss(self, loss_info):
-        """Per-sample cross-entropy for priority updates."""
-        return loss_info.extra.per_sample_loss

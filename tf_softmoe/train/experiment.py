@@ -385,7 +385,7 @@ class Experiment:
         saver = policy_saver.PolicySaver(self.agent.policy, batch_size=None,
                                          train_step=self.agent.train_step_counter)
         saver.save(self.run_directory.policy_dir)
-        saving.save_q_network(self.agent._q_network,  # pylint: disable=protected-access
+        saving.save_q_network(self.agent.q_network,
                               self.run_directory.q_network_path)
 
 

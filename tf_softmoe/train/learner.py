@@ -111,7 +111,7 @@ class Learner:
     def __init__(self, agent, jit_compile="auto", batch_size=None):
         self.agent = agent
         self.jit_compile = resolve_jit_compile(
-            jit_compile, getattr(agent._q_network, "config", None))  # pylint: disable=protected-access
+            jit_compile, getattr(agent.q_network, "config", None))
         self.batch_size = batch_size or agent.agent_config.batch_size
         observation = agent.time_step_spec.observation
         state = tf.TensorSpec([self.batch_size] + list(observation.shape),
@@ -132,14 +132,14 @@ class Learner:
 
     @property
     def q_network(self):
-        return self.agent._q_network  # pylint: disable=protected-access
+        return self.agent.q_network
 
     def _train_step(self, state, action, reward, next_state, discount, weights):
         transition = factory.batch_to_transition(
             {"state": state, "action": action, "reward": reward,
              "next_state": next_state, "discount": discount},
             action_dtype=self.agent.action_spec.dtype)
-        loss_info = self.agent._train(transition, weights)  # pylint: disable=protected-access
+        loss_info = self.agent.train_on(transition, weights)
         td_error = diag.td_error_statistics(loss_info.extra.td_error)
         return {
             "loss": loss_info.loss,
@@ -184,7 +184,7 @@ class Learner:
                 {"state": state, "action": action, "reward": reward,
                  "next_state": next_state, "discount": discount},
                 action_dtype=self.agent.action_spec.dtype)
-            loss = self.agent._loss(transition, weights=weights,  # pylint: disable=protected-access
+            loss = self.agent.loss_on(transition, weights=weights,
                                     training=False).loss
         grads = tape.gradient(loss, router) if router else []
         output, extra = net.call_with_diagnostics(state, training=False)

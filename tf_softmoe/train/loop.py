@@ -178,7 +178,7 @@ class Trainer:
         self.overlap_updates = bool(overlap_updates)
         self._pending = None  # (future, batch, start) of a background update
         self._executor = None
-        online = agent._q_network  # pylint: disable=protected-access
+        online = agent.q_network
         self.policy_jit_compile = learner_lib.resolve_policy_jit_compile(
             policy_jit_compile, getattr(online, "config", None))
         if self.overlap_updates:
