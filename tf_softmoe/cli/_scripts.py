@@ -1,4 +1,5 @@
-"""Runs one of the repository's experiments/*.py programs as `__main__`."""
+"""What the programs share: error reporting, the absl entry point, and
+running one of the repository's experiments/*.py programs as `__main__`."""
 
 import os
 import runpy
@@ -18,3 +19,17 @@ def run_experiment_script(name):
         sys.exit(1)
     sys.argv[0] = path
     runpy.run_path(path, run_name="__main__")
+
+
+def report_error(message, status=1, prefix="error: "):
+    """Prints one line to stderr (no traceback) and returns the exit status."""
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
+    return status
+
+
+def run_absl_program(define_flags, main):
+    """A console-script entry point: defines the program's flags, then runs
+    `main` under absl (which parses them and exits with its status)."""
+    from absl import app  # pylint: disable=import-outside-toplevel
+    define_flags()
+    app.run(main)

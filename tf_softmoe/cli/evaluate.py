@@ -17,11 +17,11 @@ checkpoints cannot be read.
 """
 
 import math
-import sys
 
 import tf_softmoe  # noqa: F401  (Keras 2 before TensorFlow)
-from absl import app
 from absl import flags
+
+from tf_softmoe.cli import _scripts
 
 FLAGS = flags.FLAGS
 
@@ -52,7 +52,7 @@ def main(argv):
     from tf_softmoe.train import evaluation  # pylint: disable=import-outside-toplevel
     from tf_softmoe.train import experiment  # pylint: disable=import-outside-toplevel
     if len(argv) > 1:
-        return _error(f"unexpected arguments {argv[1:]}; every setting is a --flag.")
+        return _scripts.report_error(f"unexpected arguments {argv[1:]}; every setting is a --flag.")
     try:
         result = evaluation.evaluate_run(
             root_dir=FLAGS.root_dir, policy_dir=FLAGS.policy_dir,
@@ -60,9 +60,9 @@ def main(argv):
             epsilon=FLAGS.epsilon, max_steps=FLAGS.max_steps, seed=FLAGS.seed,
             video=FLAGS.video)
     except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
-        return _error(str(error), status=2)
+        return _scripts.report_error(str(error), status=2)
     except ValueError as error:
-        return _error(str(error))
+        return _scripts.report_error(str(error))
     if FLAGS.video:
         print(f"video: {FLAGS.video} ({result.video_frames} frames)")
     print(f"{result.config.game}: {len(result.returns)} episodes from {result.source} "
@@ -80,15 +80,9 @@ def main(argv):
     return 0
 
 
-def _error(message, status=1):
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return status
-
-
 def run():
     """Console-script entry point `tfsm-evaluate`."""
-    define_flags()
-    app.run(main)
+    _scripts.run_absl_program(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ an unreadable config.json or checkpoints; the directory is left as it is);
 """
 
 import os
-import sys
 
 import tf_softmoe  # noqa: F401  (Keras 2 before TensorFlow)
-from absl import app
 from absl import flags
 
+from tf_softmoe.cli import _scripts
 from tf_softmoe.cli import flags as flags_lib
 
 FLAGS = flags.FLAGS
@@ -46,21 +45,21 @@ def main(argv):
     from tf_softmoe.train import checkpoints  # pylint: disable=import-outside-toplevel
     from tf_softmoe.train import experiment  # pylint: disable=import-outside-toplevel
     if len(argv) > 1:
-        return _error(f"unexpected arguments {argv[1:]}; every setting is a --flag.")
+        return _scripts.report_error(f"unexpected arguments {argv[1:]}; every setting is a --flag.")
     if not FLAGS.root_dir:
-        return _error("--root_dir is required (where the run is written).")
+        return _scripts.report_error("--root_dir is required (where the run is written).")
     try:
         config = flags_lib.config_from_flags(FLAGS)
     except ValueError as error:
-        return _error(f"Invalid flags: {error}")
+        return _scripts.report_error(f"Invalid flags: {error}", prefix="")
     root_dir = FLAGS.root_dir
     try:
         experiment.check_run_directory(root_dir, config,
                                        allow_config_change=FLAGS.allow_config_change)
     except experiment.UnusableRootDirError as error:
-        return _error(f"--root_dir={root_dir}: {error}")
+        return _scripts.report_error(f"--root_dir={root_dir}: {error}")
     except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
-        return _error(str(error), status=2)
+        return _scripts.report_error(str(error), status=2)
     tensorboard = os.path.abspath(os.path.join(root_dir, "tensorboard"))
     print(f"Training {config.describe()}\n"
           f"  run directory: {os.path.abspath(root_dir)}\n"
@@ -70,7 +69,7 @@ def main(argv):
                                     allow_config_change=FLAGS.allow_config_change)
         run.run()
     except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
-        return _error(str(error), status=2)
+        return _scripts.report_error(str(error), status=2)
     if run.stopped_by_signal is not None:
         print(f"Stopped by signal {run.stopped_by_signal}; checkpoint written. "
               "Re-run the same command to resume.", flush=True)
@@ -80,16 +79,9 @@ def main(argv):
     return 0
 
 
-def _error(message, status=1):
-    print(f"error: {message}" if not message.startswith("Invalid") else message,
-          file=sys.stderr, flush=True)
-    return status
-
-
 def run():
     """Console-script entry point `tfsm-train`."""
-    define_flags()
-    app.run(main)
+    _scripts.run_absl_program(define_flags, main)
 
 
 if __name__ == "__main__":
