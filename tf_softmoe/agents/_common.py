@@ -45,11 +45,6 @@ class AgentMixin:
         if self.noisy:
             self._collect_policy = self.collect_policy_for(self._q_network)
 
-    def _greedy_policy_over(self, network):
-        """The agent's greedy TF-Agents policy evaluated with `network`."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must define _greedy_policy_over(network)")
-
     def collect_policy_for(self, network):
         """This agent's collect policy evaluated with `network` (a network of
         the same configuration, e.g. `Trainer`'s acting copy)."""

@@ -1,5 +1,6 @@
 """Factorised Gaussian noisy dense layer (NoisyNet)."""
 
+import abc
 import math
 
 import tensorflow as tf
@@ -28,13 +29,9 @@ def signed_sqrt(eps):
     return tf.sign(eps) * tf.sqrt(tf.abs(eps))
 
 
-def factorised_noise(shape, dtype, seed=None):
-    """f(ε), ε ~ N(0, 1) of `shape`; stateless (reproducible) with `seed`."""
-    if seed is None:
-        eps = tf.random.normal(shape, dtype=dtype)
-    else:
-        eps = tf.cast(tf.random.stateless_normal(shape, seed), dtype)
-    return signed_sqrt(eps)
+def factorised_noise(shape, dtype):
+    """f(ε), ε ~ N(0, 1) of `shape`, drawn afresh."""
+    return signed_sqrt(tf.random.normal(shape, dtype=dtype))
 
 
 def fresh_seed():
@@ -42,7 +39,21 @@ def fresh_seed():
     return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
 
 
-class SeededNoise:
+class _NoiseSource(abc.ABC):
+    """A source of (ε_in, ε_out): subclasses give the N(0, 1) draws, the
+    layers' f is applied here."""
+
+    @abc.abstractmethod
+    def normals(self, role, size):
+        """The N(0, 1) draw of `role` ("in" or "out") with `size` entries."""
+
+    def factors(self, fan_in, units, dtype):
+        """(ε_in, ε_out) for a layer of fan-in `fan_in` and width `units`."""
+        return (tf.cast(signed_sqrt(self.normals("in", fan_in)), dtype),
+                tf.cast(signed_sqrt(self.normals("out", units)), dtype))
+
+
+class SeededNoise(_NoiseSource):
     """The factorised noise of one forward pass, drawn from one seed.
 
     Like the reference's noisy layers (`dopamine.jax.networks.NoisyNetwork`),
@@ -79,13 +90,8 @@ class SeededNoise:
         shape = [size] if self.batch_size is None else [self.batch_size, size]
         return tf.random.stateless_normal(shape, seeds[0 if role == "in" else 1])
 
-    def factors(self, fan_in, units, dtype):
-        """(ε_in, ε_out) for a layer of fan-in `fan_in` and width `units`."""
-        return (tf.cast(signed_sqrt(self.normals("in", fan_in)), dtype),
-                tf.cast(signed_sqrt(self.normals("out", units)), dtype))
 
-
-class ExplicitNoise:
+class ExplicitNoise(_NoiseSource):
     """Noise given as the N(0, 1) draws themselves, e.g. the reference's.
 
     `draws[("in", d)]` is the input-side draw of every layer with fan-in d
@@ -118,10 +124,6 @@ class ExplicitNoise:
                 f"ExplicitNoise has no draw for ({role!r}, {size}); a layer of "
                 f"{'fan-in' if role == 'in' else 'width'} {size} needs one. Known: "
                 f"{sorted(self.draws)}.") from None
-
-    def factors(self, fan_in, units, dtype):
-        return (tf.cast(signed_sqrt(self.normals("in", fan_in)), dtype),
-                tf.cast(signed_sqrt(self.normals("out", units)), dtype))
 
 
 def per_sample_factor(eps, rank):

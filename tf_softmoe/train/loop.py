@@ -310,9 +310,8 @@ class Trainer:
             # since the last phase.
             self._sync_acting_network()
         self._monitor = monitor
-        clock = monitor.clock if monitor is not None else None
         try:
-            self._run_steps(num_steps, stats, should_stop, monitor, clock, action_dtype)
+            self._run_steps(num_steps, stats, should_stop, action_dtype)
             # A phase ends with every update done and recorded (checkpoints,
             # evaluation and summaries see the state the serial loop would).
             self.finish_update(stats)
@@ -321,8 +320,10 @@ class Trainer:
         stats.seconds += time.perf_counter() - start
         return stats
 
-    def _run_steps(self, num_steps, stats, should_stop, monitor, clock, action_dtype):
+    def _run_steps(self, num_steps, stats, should_stop, action_dtype):
         cfg = self.config
+        monitor = self._monitor
+        clock = monitor.clock if monitor is not None else None
         for _ in range(num_steps):
             if should_stop is not None and should_stop():
                 break

@@ -1,5 +1,6 @@
 """The local backend: one child process per run on this machine."""
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -66,10 +67,11 @@ class LocalBackend(base.Backend):
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def cancel(self, handle, signum=signal.SIGTERM):
-        try:
+        # Popen.send_signal is a no-op for a child it has reaped; one that
+        # exits between that check and the kill raises ProcessLookupError,
+        # and a child that has exited needs no stopping.
+        with contextlib.suppress(ProcessLookupError):
             handle.ref.send_signal(signum)
-        except (ProcessLookupError, OSError):
-            pass
 
     def close(self):
         """SIGTERMs the children still running (they checkpoint) and waits
