@@ -1,44 +1,31 @@
-r"""Runs a grid of conditions x games x seeds with local worker processes.
+r"""Runs a grid of conditions x games x seeds, locally or on a Ray cluster.
 
-Every run is one call of the train binary,
-
-    python experiments/train.py --flagfile=<condition>.flags --game=<game> \
-        --seed=<seed> --root_dir=<sweep_root>/<condition>/<game>/seed_<seed> \
-        [flags given after `--`]
-
-started as a subprocess whose output goes to `train.log` in its run
-directory. The sweep is resumable: a run whose metrics.csv has a row for
-every iteration and whose policy/ is exported is skipped; any other run is
-(re)started, and the train binary resumes it from its newest checkpoint.
-SIGINT / SIGTERM to the sweep is forwarded to every running child, which
-finishes its step, writes a checkpoint and exits; re-running the same
-command then carries on.
+Every run is one call of `python experiments/train.py --flagfile=<condition>.flags
+--game=<game> --seed=<seed> --root_dir=<sweep_root>/<condition>/<game>/seed_<seed>
+[flags after `--`]`, a child process (--backend=local) or a Ray task
+(--backend=ray: a local Ray, or a cluster with --ray_address or RAY_ADDRESS;
+docs/reproduce.md), with its output in the run directory's train.log. Runs
+resume: a finished run (every metrics.csv row, policy/ exported) is skipped,
+any other resumes from its newest checkpoint. SIGINT / SIGTERM makes every
+running run write a checkpoint and stop; the same command then carries on.
 
 Examples:
 
-    # A paper figure (experiments/configs/figures/<name>.ini): its conditions,
-    # games and seeds. --dry_run prints the plan and the compute it needs.
+    # A paper figure (experiments/configs/figures/<name>.ini); --dry_run
+    # prints the plan and the compute it needs.
     python experiments/sweep.py --figure=fig01_experts_and_scale \
         --sweep_root=runs/fig01 --dry_run
-
-    # Any conditions (flag-file names or paths), games and seeds, with
-    # train flags passed through after `--`:
-    python experiments/sweep.py --sweep_root=runs/demo \
+    # Any conditions, games and seeds, train flags after `--`, on Ray:
+    python experiments/sweep.py --sweep_root=runs/demo --backend=ray \
         --conditions=rainbow_impala_flatten_x4,rainbow_impala_softmoe4 \
-        --games=Breakout,Qbert --seeds=0,1 -- --num_iterations=2 \
-        --steps_per_iteration=500
+        --games=Breakout,Qbert --seeds=0,1 -- --num_iterations=2
 
-Default workers: min(cores // 2, available memory // memory of the largest
-run (its replay, ~7 KB per transition, + ~2 GB)), at least 1. On a GPU
-machine all workers share the accelerator: set --workers yourself.
-
-Compute estimate (--dry_run): remaining agent steps of every run divided by
-a measured rate in agent steps per second: the median `train_steps_per_second`
-of finished iterations in the metrics.csv files under the sweep root (and
---rates_from), per condition; or a short probe run per condition
-(--probe_steps); or --steps_per_second. Each run start adds --startup_seconds
-(TensorFlow start, graph tracing, the final export).
-Library: tf_softmoe.runs (conditions, sweep, backends.local).
+Default workers (local): min(cores // 2, available memory // memory of the
+largest run (its replay, ~7 KB per transition, + ~2 GB)), at least 1.
+Compute estimate (--dry_run): remaining agent steps over the measured rate
+(median `train_steps_per_second` of the metrics.csv files under the sweep
+root and --rates_from, a --probe_steps run, or --steps_per_second), plus
+--startup_seconds per run. Library: tf_softmoe.runs (conditions, sweep, backends).
 """
 
 import argparse
@@ -48,7 +35,7 @@ import sys
 
 from tf_softmoe.runs import conditions
 from tf_softmoe.runs import sweep
-from tf_softmoe.runs.backends import local
+from tf_softmoe.runs import backends
 
 
 def build_parser():
@@ -69,7 +56,18 @@ def build_parser():
                         "figure's, else 0-4.")
     parser.add_argument("--workers", type=int, default=None,
                         help="Parallel runs (default: min(cores // 2, memory // "
-                        "largest run), at least 1).")
+                        "largest run), at least 1; with Ray: a cap on runs at once).")
+    parser.add_argument("--backend", default="local", choices=backends.BACKENDS,
+                        help="local: child processes here; ray: one Ray task per run.")
+    parser.add_argument("--ray_address", help="A running Ray cluster ('auto', "
+                        "'ray://host:10001'; default: RAY_ADDRESS, else a local Ray).")
+    parser.add_argument("--cpus_per_run", type=float, help="Ray: CPUs per run (1).")
+    parser.add_argument("--gpus_per_run", type=float,
+                        help="Ray: GPUs per run (0; a fraction shares a GPU).")
+    parser.add_argument("--max_retries", type=int, help="Ray: retries of a run whose "
+                        "worker or node died (3); it resumes from its checkpoint.")
+    parser.add_argument("--ray_dashboard", action="store_true",
+                        help="Ray: start the dashboard with a local Ray.")
     parser.add_argument("--dry_run", action="store_true",
                         help="Print the plan and its compute estimate; run nothing.")
     parser.add_argument("--probe_steps", type=int, default=0,
@@ -100,8 +98,8 @@ def main(argv=None):
         else:
             raise ValueError("give --figure=NAME or --conditions=a,b,c (figures: "
                              f"{', '.join(conditions.figure_names())}).")
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}.")
+        ray_options = {key: getattr(args, key) for key in backends.RAY_OPTIONS}
+        backends.check_backend_options(args.backend, args.workers, **ray_options)
         flagfiles = [conditions.find_flagfile(name) for name in names]
         games = conditions.parse_games(args.games or (figure.games if figure else "atari20"))
         seeds = conditions.parse_seeds(args.seeds or (figure.seeds if figure else "0-4"))
@@ -135,7 +133,12 @@ def main(argv=None):
             out("  " + sweep.display_command(unit))
         return 0
     sweep.write_sweep_file(sweep_root, units, extra_flags)
-    with local.LocalBackend(workers=workers) as backend:
+    try:
+        backend = backends.make_backend(args.backend, units, sweep_root, args.workers,
+                                        **ray_options)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    with backend:
         scheduler = sweep.Scheduler(units, backend, out=out)
         outcomes = scheduler.run()
     finished = sum(unit.status.state == "finished" for unit in units)

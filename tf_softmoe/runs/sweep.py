@@ -123,17 +123,21 @@ class RunUnit:
     def label(self):
         return f"{self.condition} {self.game} seed {self.seed}"
 
-    def train_argv(self):
+    def train_argv(self, absolute_run_dir=False):
         """The train binary's arguments, with paths relative to the
-        repository root where they lie inside it."""
+        repository root where they lie inside it (the run directory absolute
+        with `absolute_run_dir`: a worker elsewhere runs in its own copy of
+        the repository but writes to the shared run directory)."""
+        run_dir = (os.path.abspath(self.run_dir) if absolute_run_dir
+                   else conditions.repo_relative(self.run_dir))
         return conditions.train_argv(conditions.repo_relative(self.flagfile), self.game,
-                                     self.seed, conditions.repo_relative(self.run_dir),
-                                     self.extra_flags)
+                                     self.seed, run_dir, self.extra_flags)
 
-    def command(self, python=sys.executable):
+    def command(self, python=sys.executable, absolute_run_dir=False):
         """The run's argv, to be run with the repository root as working
         directory (`conditions.REPO_ROOT`)."""
-        return [python, conditions.repo_relative(conditions.TRAIN_SCRIPT)] + self.train_argv()
+        return ([python, conditions.repo_relative(conditions.TRAIN_SCRIPT)]
+                + self.train_argv(absolute_run_dir))
 
     def refresh(self):
         """Re-reads the run directory's state."""
