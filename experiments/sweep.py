@@ -38,7 +38,14 @@ of finished iterations in the metrics.csv files under the sweep root (and
 --rates_from), per condition; or a short probe run per condition
 (--probe_steps); or --steps_per_second. Each run start adds --startup_seconds
 (TensorFlow start, graph tracing, the final export).
-Library: tf_softmoe.runs (conditions, sweep, backends.local).
+On a Slurm cluster (--backend=slurm), every run is one Slurm job submitted
+through submitit (pip install -e '.[slurm]'), with --slurm_partition,
+--slurm_time_minutes, --cpus_per_run, --slurm_gpus_per_run and further
+sbatch options in --slurm_extra; memory comes from the run's replay. Jobs
+near their time limit or preempted checkpoint and are requeued; the sweep
+root must be on storage the nodes see. --workers then caps the jobs in
+flight (default: all).
+Library: tf_softmoe.runs (conditions, sweep, backends.local, backends.slurm_backend).
 """
 
 import argparse
@@ -84,8 +91,50 @@ def build_parser():
     parser.add_argument("--startup_seconds", type=float, default=60.0,
                         help="Seconds added per run started (process start, graph "
                         "tracing, export).")
+    parser.add_argument("--backend", choices=("local", "slurm"), default="local",
+                        help="Where runs execute: local child processes, or one Slurm "
+                        "job per run (needs submitit: pip install -e '.[slurm]').")
+    parser.add_argument("--cpus_per_run", type=float, default=2,
+                        help="CPUs declared per run (cluster backends).")
+    parser.add_argument("--slurm_partition", default=None,
+                        help="Slurm partition (default: the cluster's default).")
+    parser.add_argument("--slurm_time_minutes", type=int, default=24 * 60,
+                        help="Time limit of each Slurm job; a longer run is checkpointed "
+                        "and requeued at the limit.")
+    parser.add_argument("--slurm_gpus_per_run", type=int, default=0,
+                        help="GPUs per Slurm job (whole GPUs).")
+    parser.add_argument("--slurm_signal_seconds", type=int, default=120,
+                        help="Slurm sends SIGUSR2 this long before a job's time limit; "
+                        "the run checkpoints and the job is requeued.")
+    parser.add_argument("--slurm_extra", default="",
+                        help="More sbatch options, comma-separated name=value "
+                        "(e.g. qos=high,account=myproject,constraint=a100).")
     parser.add_argument("train_flags", nargs="*", help=argparse.SUPPRESS)
     return parser
+
+
+def backend_factory(args, sweep_root):
+    """A function (workers) -> the backend of --backend; checks the
+    backend's flags (and that its package is installed) now.
+
+    Raises:
+      ValueError, ImportError: a bad flag or a missing package (the message
+        says which and how to fix it).
+    """
+    if args.backend == "local":
+        return lambda workers: local.LocalBackend(workers=workers)
+    from tf_softmoe.runs.backends import slurm_backend  # pylint: disable=import-outside-toplevel
+    options = dict(
+        folder=os.path.join(sweep_root, ".submitit"), partition=args.slurm_partition,
+        time_minutes=args.slurm_time_minutes, cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.slurm_gpus_per_run,
+        sbatch_options=slurm_backend.parse_sbatch_options(args.slurm_extra),
+        signal_grace_seconds=args.slurm_signal_seconds)
+    slurm_backend.check_options(**options)
+    slurm_backend.import_submitit()
+
+    # --workers caps the jobs in flight; by default Slurm queues every run.
+    return lambda workers: slurm_backend.SlurmBackend(max_in_flight=args.workers, **options)
 
 
 def main(argv=None):
@@ -109,10 +158,14 @@ def main(argv=None):
         if os.path.exists(sweep_root) and not os.path.isdir(sweep_root):
             raise ValueError(f"--sweep_root={args.sweep_root} is a file; pass a directory.")
         extra_flags = tuple(args.train_flags)
+        make_backend = backend_factory(args, sweep_root)
         units = sweep.plan_runs(sweep_root, flagfiles, games, seeds, extra_flags)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         raise SystemExit(f"error: {error}") from error
-    workers = args.workers or sweep.default_workers(units)
+    if args.backend == "slurm":
+        workers = args.workers or len(units)
+    else:
+        workers = args.workers or sweep.default_workers(units)
     if figure:
         out(f"Figure {figure.name}: {figure.title}\n  paper: {figure.paper}")
     roots = [sweep_root] + [os.path.abspath(p) for p in conditions.split_list(args.rates_from)]
@@ -135,7 +188,7 @@ def main(argv=None):
             out("  " + sweep.display_command(unit))
         return 0
     sweep.write_sweep_file(sweep_root, units, extra_flags)
-    with local.LocalBackend(workers=workers) as backend:
+    with make_backend(workers) as backend:
         scheduler = sweep.Scheduler(units, backend, out=out)
         outcomes = scheduler.run()
     finished = sum(unit.status.state == "finished" for unit in units)
