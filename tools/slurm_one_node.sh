@@ -81,6 +81,8 @@ SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits this long before it starts again (default 120 s).
+AuthInfo=cred_expire=10
 StateSaveLocation=$STATE_DIR
 SlurmdSpoolDir=$SPOOL_DIR
 SlurmctldPidFile=$RUN_DIR/slurmctld.pid

@@ -367,7 +367,7 @@ TINY_FLAGS = """--agent=dqn
 --steps_per_iteration=100
 --min_replay_history=50
 --update_period=4
---target_update_period=50
+--target_update_period=48
 --replay_capacity=1000
 --batch_size=16
 --epsilon_decay_steps=100
@@ -384,7 +384,11 @@ def tiny_units(tmp_path, iterations):
                            (f"--num_iterations={iterations}",))
 
 
-def real_backend(tmp_path):
+def real_backend(tmp_path, monkeypatch):
+    # Jobs inherit the environment: their train.py imports this checkout's
+    # package, not another installed copy.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, [conditions.REPO_ROOT, os.environ.get("PYTHONPATH")])))
     return slurm_backend.SlurmBackend(
         str(tmp_path / "sweep" / ".submitit"), time_minutes=10, cpus_per_run=1,
         signal_grace_seconds=60, state_poll_seconds=2)
@@ -397,16 +401,16 @@ def iterations_of(unit):
 
 @pytest.mark.slurm
 @needs_slurm
-def test_real_sweep_runs_to_the_end_and_is_skipped_on_rerun(tmp_path):
+def test_real_sweep_runs_to_the_end_and_is_skipped_on_rerun(tmp_path, monkeypatch):
     units = tiny_units(tmp_path, iterations=2)
     lines = []
-    with real_backend(tmp_path) as backend:
+    with real_backend(tmp_path, monkeypatch) as backend:
         [outcome] = sweep.Scheduler(units, backend, out=lines.append).run(
             handle_signals=False)
     assert outcome.finished, (lines, open(units[0].log_path).read()[-3000:])
     assert outcome.returncode == 0
     assert iterations_of(units[0]) == [0, 1]
-    with real_backend(tmp_path) as backend:
+    with real_backend(tmp_path, monkeypatch) as backend:
         assert sweep.Scheduler(units, backend, out=lines.append).run(
             handle_signals=False) == []
     assert "Skipping 1 finished run(s)." in lines
@@ -414,12 +418,12 @@ def test_real_sweep_runs_to_the_end_and_is_skipped_on_rerun(tmp_path):
 
 @pytest.mark.slurm
 @needs_slurm
-def test_real_preemption_checkpoints_requeues_and_resumes(tmp_path):
+def test_real_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
     units = tiny_units(tmp_path, iterations=6)
     unit = units[0]
     metrics = os.path.join(unit.run_dir, "metrics.csv")
     lines = []
-    with real_backend(tmp_path) as backend:
+    with real_backend(tmp_path, monkeypatch) as backend:
         scheduler = sweep.Scheduler(units, backend, out=lines.append)
         handle = backend.submit(unit)
         deadline = time.monotonic() + 300
