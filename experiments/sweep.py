@@ -1,10 +1,10 @@
-r"""Runs a grid of conditions x games x seeds, locally or on a Ray cluster.
+r"""Runs a grid of conditions x games x seeds, locally, on Ray or on Slurm.
 
 Every run is one call of `python experiments/train.py --flagfile=<condition>.flags
 --game=<game> --seed=<seed> --root_dir=<sweep_root>/<condition>/<game>/seed_<seed>
 [flags after `--`]`, a child process (--backend=local) or a Ray task
-(--backend=ray: a local Ray, or a cluster with --ray_address or RAY_ADDRESS;
-docs/reproduce.md), with its output in the run directory's train.log. Runs
+(--backend=ray: a local Ray, or a cluster with --ray_address or RAY_ADDRESS)
+or a Slurm job (--backend=slurm; both in docs/reproduce.md), with its output in the run directory's train.log. Runs
 resume: a finished run (every metrics.csv row, policy/ exported) is skipped,
 any other resumes from its newest checkpoint. SIGINT / SIGTERM makes every
 running run write a checkpoint and stop; the same command then carries on.
@@ -21,7 +21,9 @@ Examples:
         --games=Breakout,Qbert --seeds=0,1 -- --num_iterations=2
 
 Default workers (local): min(cores // 2, available memory // memory of the
-largest run (its replay, ~7 KB per transition, + ~2 GB)), at least 1.
+largest run (its replay, ~7 KB per transition, + ~2 GB)), at least 1; with
+Ray or Slurm (--backend=slurm: one job per run through submitit, requeued
+after a preemption or at its time limit) --workers caps the runs in flight.
 Compute estimate (--dry_run): remaining agent steps over the measured rate
 (median `train_steps_per_second` of the metrics.csv files under the sweep
 root and --rates_from, a --probe_steps run, or --steps_per_second), plus
@@ -58,10 +60,11 @@ def build_parser():
                         help="Parallel runs (default: min(cores // 2, memory // "
                         "largest run), at least 1; with Ray: a cap on runs at once).")
     parser.add_argument("--backend", default="local", choices=backends.BACKENDS,
-                        help="local: child processes here; ray: one Ray task per run.")
+                        help="local: child processes here; ray: one Ray task per run; slurm: one "
+                        "Slurm job per run (submitit).")
     parser.add_argument("--ray_address", help="A running Ray cluster ('auto', "
                         "'ray://host:10001'; default: RAY_ADDRESS, else a local Ray).")
-    parser.add_argument("--cpus_per_run", type=float, help="Ray: CPUs per run (1).")
+    parser.add_argument("--cpus_per_run", type=float, help="Ray/Slurm: CPUs per run (Ray 1, Slurm 2).")
     parser.add_argument("--gpus_per_run", type=float,
                         help="Ray: GPUs per run (0; a fraction shares a GPU).")
     parser.add_argument("--max_retries", type=int, help="Ray: retries of a run whose "
@@ -82,6 +85,19 @@ def build_parser():
     parser.add_argument("--startup_seconds", type=float, default=60.0,
                         help="Seconds added per run started (process start, graph "
                         "tracing, export).")
+    parser.add_argument("--slurm_partition", default=None,
+                        help="Slurm partition (default: the cluster's default).")
+    parser.add_argument("--slurm_time_minutes", type=int,
+                        help="Time limit of each Slurm job (1440); a longer run is checkpointed "
+                        "and requeued at the limit.")
+    parser.add_argument("--slurm_gpus_per_run", type=int,
+                        help="GPUs per Slurm job (whole GPUs; 0).")
+    parser.add_argument("--slurm_signal_seconds", type=int,
+                        help="Slurm sends SIGUSR2 this long (120 s) before a job's time limit; "
+                        "the run checkpoints and the job is requeued.")
+    parser.add_argument("--slurm_extra",
+                        help="More sbatch options, comma-separated name=value "
+                        "(e.g. qos=high,account=myproject,constraint=a100).")
     parser.add_argument("train_flags", nargs="*", help=argparse.SUPPRESS)
     return parser
 
@@ -98,8 +114,8 @@ def main(argv=None):
         else:
             raise ValueError("give --figure=NAME or --conditions=a,b,c (figures: "
                              f"{', '.join(conditions.figure_names())}).")
-        ray_options = {key: getattr(args, key) for key in backends.RAY_OPTIONS}
-        backends.check_backend_options(args.backend, args.workers, **ray_options)
+        options = {key: getattr(args, key) for key in backends.BACKEND_OPTIONS}
+        backends.check_backend_options(args.backend, args.workers, **options)
         flagfiles = [conditions.find_flagfile(name) for name in names]
         games = conditions.parse_games(args.games or (figure.games if figure else "atari20"))
         seeds = conditions.parse_seeds(args.seeds or (figure.seeds if figure else "0-4"))
@@ -110,7 +126,10 @@ def main(argv=None):
         units = sweep.plan_runs(sweep_root, flagfiles, games, seeds, extra_flags)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
-    workers = args.workers or sweep.default_workers(units)
+    # For the estimate: Slurm queues every run at once; Ray, like local,
+    # is bounded by the machine(s) it was given.
+    workers = args.workers or (len(units) if args.backend == "slurm"
+                               else sweep.default_workers(units))
     if figure:
         out(f"Figure {figure.name}: {figure.title}\n  paper: {figure.paper}")
     roots = [sweep_root] + [os.path.abspath(p) for p in conditions.split_list(args.rates_from)]
@@ -135,7 +154,7 @@ def main(argv=None):
     sweep.write_sweep_file(sweep_root, units, extra_flags)
     try:
         backend = backends.make_backend(args.backend, units, sweep_root, args.workers,
-                                        **ray_options)
+                                        **options)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     with backend:

@@ -67,7 +67,7 @@ def test_sweep_runs_skips_and_reports(tmp_path, capsys, monkeypatch):
     (["--conditions=rainbow_nature_flatten_x1", "--seeds=2-1"], "backwards"),
     (["--conditions=rainbow_nature_flatten_x1", "--workers=0"], "--workers must be"),
     (["--conditions=rainbow_nature_flatten_x1", "--gpus_per_run=1"],
-     "apply only to --backend=ray"),
+     "applies only to --backend=ray"),
     (["--conditions=rainbow_nature_flatten_x1", "--backend=ray", "--max_retries=-1"],
      "--max_retries must be >= 0"),
     (["--conditions=rainbow_nature_flatten_x1", "--", "--seed=3"], "not allowed"),

@@ -179,13 +179,14 @@ def test_fractional_gpus_turn_on_memory_growth(local_ray, tmp_path):
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("local", {"cpus_per_run": 2}, "--cpus_per_run apply only to --backend=ray"),
-    ("local", {"ray_dashboard": True}, "--ray_dashboard apply only to --backend=ray"),
+    ("local", {"cpus_per_run": 2}, "--cpus_per_run applies only to --backend=ray or --backend=slurm"),
+    ("local", {"ray_dashboard": True}, "--ray_dashboard applies only to --backend=ray"),
+    ("slurm", {"ray_address": "auto"}, "--ray_address applies only to --backend=ray"),
     ("ray", {"cpus_per_run": 0}, "--cpus_per_run must be > 0"),
     ("ray", {"gpus_per_run": -0.5}, "--gpus_per_run must be >= 0"),
     ("ray", {"gpus_per_run": 1.5}, "must be whole"),
     ("ray", {"max_retries": -1}, "--max_retries must be >= 0"),
-    ("slurm", {}, "--backend must be one of"),
+    ("kubernetes", {}, "--backend must be one of"),
 ])
 def test_bad_backend_options_are_refused(name, options, message):
     with pytest.raises(ValueError, match=message):

@@ -70,9 +70,9 @@ def copy_of(finished_run, tmp_path):
     return root
 
 
-def sigterm_at_call(run, call):
-    """Makes the run's trainer send itself SIGTERM at its `call`-th stop check
-    (after `call - 1` agent steps of the first phase it runs)."""
+def sigterm_at_call(run, call, signum=signal.SIGTERM):
+    """Makes the run's trainer send itself `signum` at its `call`-th stop
+    check (after `call - 1` agent steps of the first phase it runs)."""
     original = run.trainer.run
 
     def run_then_signal(num_steps, stats=None, should_stop=None, monitor=None):
@@ -81,7 +81,7 @@ def sigterm_at_call(run, call):
         def stop_check():
             calls["n"] += 1
             if calls["n"] == call:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signum)
             return should_stop()
         return original(num_steps, stats=stats, should_stop=stop_check,
                         monitor=monitor)
@@ -184,17 +184,21 @@ def test_full_disk_keeps_the_previous_checkpoint(finished_run, tmp_path, monkeyp
     assert run.restore() == before[0]
 
 
-def test_signal_checkpoints_mid_iteration_and_resume_finishes_it(tmp_path):
+# SIGUSR2: Slurm's warning before it preempts or time-limits a job.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2],
+                         ids=["SIGTERM", "SIGUSR2"])
+def test_signal_checkpoints_mid_iteration_and_resume_finishes_it(tmp_path, signum):
     root = str(tmp_path / "run")
+    handlers = {s: signal.getsignal(s) for s in experiment.STOP_SIGNALS}
     run = experiment.Experiment(catch_config(num_iterations=2), root,
                                 export_on_exit=False)
-    sigterm_at_call(run, 25)
+    sigterm_at_call(run, 25, signum)
     run.run()
-    assert run.stopped_by_signal == signal.SIGTERM
+    assert run.stopped_by_signal == signum
     state = json.load(open(os.path.join(run.checkpoints.checkpoints()[0], "state.json")))
     assert state["iteration"] == 0
     assert state["partial"]["agent_steps"] == 24
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert {s: signal.getsignal(s) for s in experiment.STOP_SIGNALS} == handlers
     resumed = experiment.Experiment(catch_config(num_iterations=2), root,
                                     export_on_exit=False)
     resumed.run()

@@ -14,7 +14,8 @@ flag (--helpfull lists them). TensorBoard: tensorboard --logdir
 Exit status: 0 done; 1 invalid flags or an unusable --root_dir (nothing is
 written); 2 an existing run that cannot be resumed (another configuration,
 an unreadable config.json or checkpoints; the directory is left as it is);
-128 + signal when stopped by a signal (checkpoint written).
+128 + signal when stopped by SIGTERM, SIGINT or SIGUSR2 (Slurm's
+preemption warning); a checkpoint is written.
 """
 
 import os

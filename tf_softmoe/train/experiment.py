@@ -44,6 +44,10 @@ CONFIG_FILE = run_directory.CONFIG_FILE
 METRICS_FILE = run_directory.METRICS_FILE
 # The evaluation environment's seeds: run seed + this + iteration.
 EVAL_SEED_OFFSET = 10_000
+# Signals that make a run checkpoint and stop: a terminal's Ctrl-C, a
+# sweep's or a scheduler's SIGTERM, and Slurm's warning before it preempts
+# or time-limits a job (it signals every process of the job).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class ConfigMismatchError(ValueError):
@@ -136,8 +140,10 @@ class Experiment:
       config: an `ExperimentConfig`.
       root_dir: the run directory.
       allow_config_change: resume even if the stored config differs.
-      handle_signals: on SIGTERM/SIGINT finish the current step, write a
-        checkpoint, then return (main thread only).
+      handle_signals: on SIGTERM, SIGINT or SIGUSR2 finish the current
+        step, write a checkpoint, then return (main thread only). SIGUSR2 is
+        what Slurm sends before preempting or time-limiting a job
+        (`sbatch --signal=USR2@<seconds>`).
       export_on_exit: write the final policy and the .keras Q-network.
     """
 
@@ -253,7 +259,7 @@ class Experiment:
         if not self.handle_signals:
             return {}
         previous = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             try:
                 previous[signum] = signal.signal(signum, self._on_signal)
             except ValueError:  # not the main thread
