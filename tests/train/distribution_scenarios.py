@@ -96,22 +96,23 @@ def train_step_equality():
 
 
 def resume_across_strategies(root_dir):
-    """One iteration of a tiny Catch run under each of none, mirrored, none
-    in turn, each a new `Experiment` on the same run directory that resumes
-    the previous one's checkpoint: after each restore, the largest
-    difference of the networks and optimizer slots from those the previous
-    part ended with, and the counters."""
+    """One iteration of a tiny Catch run under each of none, mirrored,
+    mirrored (with XLA, exporting the policy), none in turn, each a new
+    `Experiment` on the same run directory that resumes the previous one's
+    checkpoint: after each restore, the largest difference of the networks
+    and optimizer state from those the previous part ended with, and the
+    counters."""
     from tests.train.test_experiment import catch_config  # pylint: disable=import-outside-toplevel
     from tf_softmoe.train import experiment  # pylint: disable=import-outside-toplevel
 
     results = {"parts": []}
     previous = None
-    for part, name in enumerate(("none", "mirrored", "none")):
-        config = catch_config(num_iterations=part + 1, steps=50,
-                              diagnostics_period=5, distribution=name)
+    for part, name in enumerate(("none", "mirrored", "mirrored", "none")):
+        config = catch_config(num_iterations=part + 1, steps=44, distribution=name,
+                              jit="true" if part == 2 else "false")
         run = experiment.Experiment(config, root_dir, handle_signals=False,
                                     export_on_exit=part == 2)
-        report = {"distribution": name,
+        report = {"distribution": name, "jit_compile": run.learner.jit_compile,
                   "replicas": run.learner.strategy.num_replicas_in_sync
                   if run.learner.strategy else 1}
         if previous is not None:
@@ -126,6 +127,7 @@ def resume_across_strategies(root_dir):
         results["parts"].append(report)
     with open(os.path.join(root_dir, "metrics.csv")) as f:
         results["iterations"] = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    results["exported"] = os.path.isfile(os.path.join(root_dir, "q_network.keras"))
     return results
 
 
