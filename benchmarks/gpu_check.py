@@ -11,6 +11,11 @@ On a machine where TensorFlow sees a GPU (or TPU), runs
      and the learner alone, with `jit_compile="auto"`, for the serial loop
      and with `--overlap-updates` (the update on the device while the host
      acts);
+  3. `mirrored_bench`: the learner under `--distribution=mirrored` over
+     every visible GPU against the single-device learner: equality of one
+     update (loss, priorities, weights) and ms per update. With one GPU it
+     runs as a one-replica mirrored check (equality and the strategy's
+     overhead; no data parallelism);
 
 each as its own process writing JSON into `--out`, then prints one table
 labelled with the device's name. It refuses to run without an accelerator
@@ -91,6 +96,20 @@ def summary_rows(device, step, *e2e_runs):
     return rows
 
 
+def mirrored_rows(device, mirrored):
+    """The table rows of `mirrored_bench`'s payload (none when it failed)."""
+    rows = []
+    for row in (mirrored or {}).get("rows", []):
+        measure = f"mirrored {row['case']} ({row['replicas']} replicas)"
+        for key, unit in (("none_median_ms", "ms"), ("mirrored_median_ms", "ms"),
+                          ("loss_max_abs_diff", "abs"),
+                          ("priorities_max_abs_diff", "abs"),
+                          ("weights_max_abs_diff", "abs")):
+            rows.append({"device": device, "measure": measure, "variant": key,
+                         "value": row[key], "unit": unit, "first_step_s": ""})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "runs", "gpu_check"))
@@ -129,15 +148,18 @@ def main(argv=None):
                       ["--agents", "dqn,rainbow", "--steps", str(args.e2e_steps),
                        "--rounds", "2" if args.quick else "3", "--jit_compile", "auto",
                        "--overlap-updates"], args.out)
+    mirrored = run("mirrored", "benchmarks.mirrored_bench",
+                   ["--rounds", "10" if args.quick else "20"]
+                   + (["--cpu-replicas", "2"] if kind == "CPU" else []), args.out)
     sys.path.insert(0, REPO_ROOT)
     from benchmarks import common  # pylint: disable=g-import-not-at-top
-    rows = summary_rows(device, step, e2e, e2e_overlap)
+    rows = summary_rows(device, step, e2e, e2e_overlap) + mirrored_rows(device, mirrored)
     print()
     common.print_table(rows, ["device", "measure", "variant", "value", "unit",
                               "first_step_s"])
     common.write_json(os.path.join(args.out, "gpu_check.json"), "gpu_check", rows,
                       device=device, kind=kind, settings=vars(args))
-    return 0 if None not in (step, e2e, e2e_overlap) else 1
+    return 0 if None not in (step, e2e, e2e_overlap, mirrored) else 1
 
 
 if __name__ == "__main__":

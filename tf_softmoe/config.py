@@ -50,6 +50,7 @@ CATCH_GAME = "catch"
 PROTOCOLS = ("dopamine", "der")
 EVAL_SCHEDULES = ("every_iteration", "final")
 JIT_CHOICES = ("auto", "true", "false")
+DISTRIBUTIONS = ("none", "mirrored", "tpu")
 
 
 def _choice(default, choices):
@@ -399,6 +400,12 @@ class ScheduleConfig(_config.DictConfig):
         next agent steps are collected, acting with the network as of the
         previous update (see `Trainer`); off by default, which is
         Dopamine's serial loop.
+      distribution: the learner's `tf.distribute` strategy: "none" (one
+        device), "mirrored" (the batch split over the visible GPUs, or the
+        logical CPU devices without one) or "tpu" (a TPUStrategy; needs a
+        TensorFlow with TPU support). See docs/distribution.md.
+      tpu_address: the TPU of distribution="tpu": "local" on a TPU VM, a
+        TPU name or a grpc://host:port address.
     """
 
     num_iterations: int = 200
@@ -416,6 +423,8 @@ class ScheduleConfig(_config.DictConfig):
     policy_jit_compile: str = _choice("auto", JIT_CHOICES)
     seed: int = 0
     overlap_updates: bool = False
+    distribution: str = _choice("none", DISTRIBUTIONS)
+    tpu_address: str = "local"
 
     def evaluates_after(self, iteration):
         """Whether an evaluation follows iteration `iteration` (0-based)."""
@@ -436,6 +445,9 @@ class ScheduleConfig(_config.DictConfig):
             _config.check_range(name, getattr(self, name), 0)
         for tau in self.dormant_taus:
             _config.check_range("dormant_taus", tau, 0.0, 1.0, high_open=True)
+        if self.distribution == "tpu" and not self.tpu_address.strip():
+            raise ValueError("distribution='tpu' needs a tpu_address: 'local' on a "
+                             "TPU VM, a TPU name or grpc://host:port.")
 
 
 # The evaluation each protocol's reference runner does (dopamine-rl 4.1.2).
@@ -705,7 +717,8 @@ RESUMABLE_CHANGES = ("schedule.num_iterations", "schedule.eval_episodes",
                      "schedule.diagnostics_period", "schedule.keep_checkpoints",
                      "schedule.jit_compile", "schedule.policy_jit_compile",
                      "schedule.dormant_taus", "schedule.summary_period",
-                     "schedule.progress_seconds", "schedule.progress_steps")
+                     "schedule.progress_seconds", "schedule.progress_steps",
+                     "schedule.distribution", "schedule.tpu_address")
 
 
 def config_differences(stored, current, ignore=RESUMABLE_CHANGES):

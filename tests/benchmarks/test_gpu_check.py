@@ -41,3 +41,16 @@ def test_summary_rows_label_the_device_and_keep_our_rows_only():
     assert [(r["variant"], r["value"]) for r in rows
             if r["measure"] == "e2e rainbow overlapped"] == [("e2e_steps_per_s", 310.0)]
     assert gpu_check.summary_rows("x", None, None, None) == []
+
+
+def test_mirrored_rows_give_times_and_equality_per_case():
+    mirrored = {"rows": [{"case": "dqn/nature/softmoe4", "replicas": 2,
+                          "none_median_ms": 4.0, "mirrored_median_ms": 6.5,
+                          "loss_max_abs_diff": 1e-8, "priorities_max_abs_diff": 0.0,
+                          "weights_max_abs_diff": 2e-8}]}
+    rows = gpu_check.mirrored_rows("NVIDIA H200", mirrored)
+    assert {r["measure"] for r in rows} == {"mirrored dqn/nature/softmoe4 (2 replicas)"}
+    assert {r["variant"]: r["value"] for r in rows} == {
+        "none_median_ms": 4.0, "mirrored_median_ms": 6.5, "loss_max_abs_diff": 1e-8,
+        "priorities_max_abs_diff": 0.0, "weights_max_abs_diff": 2e-8}
+    assert gpu_check.mirrored_rows("x", None) == []

@@ -67,6 +67,11 @@ class AgentMixin:
         return self._target_q_network
 
     @property
+    def optimizer(self):
+        """The optimizer `train_on` applies the gradients with."""
+        return self._optimizer
+
+    @property
     def epsilon_greedy(self):
         """The training ε schedule: a callable returning the current ε
         (0 for noisy agents unless `epsilon_with_noise`)."""
@@ -78,6 +83,13 @@ class AgentMixin:
         (importance weights; None for 1). Runs eagerly unless called inside
         a `tf.function`; returns TF-Agents' `LossInfo`."""
         return self._train(transition, weights)
+
+    def update_target_periodically(self):
+        """Advances the target-sync counter, syncing the target network every
+        `train_steps_per_target_update` calls: the step `train_on` ends with,
+        for a caller that computes and applies the gradients itself (the
+        learner under a `tf.distribute` strategy, in cross-replica context)."""
+        return self._update_target()
 
     def loss_on(self, transition, weights=None, training=False):
         """The loss on `transition` without updating anything; `training`

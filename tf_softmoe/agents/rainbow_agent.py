@@ -117,12 +117,15 @@ class RainbowAgent(_common.AgentMixin, categorical_dqn_agent.CategoricalDqnAgent
             next_probs, support))
         per_sample = tf.nn.softmax_cross_entropy_with_logits(
             labels=target, logits=chosen_logits)
-        if weights is None:
-            loss = tf.reduce_mean(per_sample)
-        else:
-            loss = tf.reduce_mean(tf.cast(weights, per_sample.dtype) * per_sample)
+        weighted = (per_sample if weights is None
+                    else tf.cast(weights, per_sample.dtype) * per_sample)
+        # The mean over the global batch: under a tf.distribute strategy each
+        # replica divides its sum by the global batch size, so the summed
+        # gradients are the single-device ones (a per-replica mean would make
+        # them N times too large); on one device the batch mean.
+        loss = tf.nn.compute_average_loss(weighted)
         if self._q_network.losses:
-            loss += tf.add_n(self._q_network.losses)
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self._q_network.losses))
         # TD error of the means: E[target] − E[Z(s, a)].
         chosen_q = tf.reduce_sum(tf.nn.softmax(chosen_logits, axis=-1) * support, -1)
         td_error = tf.reduce_sum(target * support, axis=-1) - chosen_q

@@ -44,6 +44,7 @@ def define_flags(flag_values=FLAGS):
 
 def main(argv):
     from tf_softmoe.train import checkpoints  # pylint: disable=import-outside-toplevel
+    from tf_softmoe.train import distribution  # pylint: disable=import-outside-toplevel
     from tf_softmoe.train import experiment  # pylint: disable=import-outside-toplevel
     if len(argv) > 1:
         return _scripts.report_error(f"unexpected arguments {argv[1:]}; every setting is a --flag.")
@@ -61,6 +62,14 @@ def main(argv):
         return _scripts.report_error(f"--root_dir={root_dir}: {error}")
     except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
         return _scripts.report_error(str(error), status=2)
+    schedule = config.schedule
+    try:
+        # Resolved here (once per process; Experiment reuses it) so that a
+        # strategy that cannot run is bad input: one line, exit 1.
+        distribution.check_batch_split(config.agent.batch_size, distribution.resolve_strategy(
+            schedule.distribution, tpu_address=schedule.tpu_address))
+    except distribution.DistributionError as error:
+        return _scripts.report_error(str(error))
     tensorboard = os.path.abspath(os.path.join(root_dir, "tensorboard"))
     print(f"Training {config.describe()}\n"
           f"  run directory: {os.path.abspath(root_dir)}\n"

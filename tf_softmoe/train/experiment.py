@@ -35,6 +35,7 @@ from tf_softmoe.metrics import atari_scores
 from tf_softmoe.runs import run_directory
 from tf_softmoe.train import checkpoints as checkpoints_lib
 from tf_softmoe.train import config as config_lib
+from tf_softmoe.train import distribution as distribution_lib
 from tf_softmoe.train import learner as learner_lib
 from tf_softmoe.train import loop
 from tf_softmoe.train import progress
@@ -156,8 +157,13 @@ class Experiment:
         self.export_on_exit = export_on_exit
         self._stop_signal = None
         check_run_directory(root_dir, config, allow_config_change)
-        self.run_directory.write_config(config)
         schedule = config.schedule
+        # Before anything is written: a strategy that cannot run here (no
+        # TPU, a batch that does not split) leaves the directory as it was.
+        self.strategy = distribution_lib.resolve_strategy(
+            schedule.distribution, tpu_address=schedule.tpu_address)
+        distribution_lib.check_batch_split(config.agent.batch_size, self.strategy)
+        self.run_directory.write_config(config)
         seed = schedule.seed
         random.seed(seed)
         np.random.seed(seed)
@@ -165,12 +171,16 @@ class Experiment:
         self.env = make_environment(config, seed)
         self.eval_env = (make_environment(config, seed + EVAL_SEED_OFFSET)
                          if schedule.eval_episodes else None)
-        self.agent = agents_lib.make_agent(
-            config.agent, config.network, self.env.time_step_spec(),
-            self.env.action_spec())
+        # Networks, target network, counters and optimizer state in the
+        # strategy's scope (the default strategy's for "none").
+        with self.strategy.scope():
+            self.agent = agents_lib.make_agent(
+                config.agent, config.network, self.env.time_step_spec(),
+                self.env.action_spec())
         self.replay = loop.make_replay(config.agent, self.env.observation_spec().shape,
                                        seed=seed)
-        self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile)
+        self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile,
+                                           strategy=self.strategy)
         self.trainer = loop.Trainer(
             self.env, self.agent, self.replay, self.learner, config.agent,
             diagnostics_period=schedule.diagnostics_period,
@@ -182,10 +192,11 @@ class Experiment:
             eval_policy(self.agent, config.agent.epsilon_eval),
             jit_compile=self.trainer.policy_jit_compile).action
                           if schedule.eval_episodes else None)
-        logging.info("Train step: %s (jit_compile=%s); policy: %s "
-                     "(policy_jit_compile=%s); %s loop.",
+        logging.info("Train step: %s (jit_compile=%s, distribution=%s, %d "
+                     "replicas); policy: %s (policy_jit_compile=%s); %s loop.",
                      "XLA" if self.learner.jit_compile else "graph",
-                     schedule.jit_compile,
+                     schedule.jit_compile, schedule.distribution,
+                     self.strategy.num_replicas_in_sync,
                      "XLA" if self.trainer.policy_jit_compile else "graph",
                      schedule.policy_jit_compile,
                      "overlapped" if schedule.overlap_updates else "serial")

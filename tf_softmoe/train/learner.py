@@ -6,6 +6,7 @@ import tensorflow as tf
 from tf_softmoe.agents import factory
 from tf_softmoe.metrics import diagnostics as diag
 from tf_softmoe.networks.config import TOKENIZED_PENULTIMATES
+from tf_softmoe.train import distribution as distribution_lib
 from tf_softmoe.train import flat_call
 
 BATCH_KEYS = ("state", "action", "reward", "next_state", "discount",
@@ -102,17 +103,38 @@ class Learner:
     per-expert gate and tokens per expert, router (Φ) gradient and weight
     norms, parameter norm.
 
+    Under a `tf.distribute` strategy (`strategy`, see
+    `tf_softmoe.train.distribution`) the agent must have been built in the
+    strategy's scope. Replica r takes the r-th slice of the global batch
+    (`batch_size` / replicas samples) and computes the loss of its slice
+    scaled by the global batch size (`tf.nn.compute_average_loss`) and its
+    gradients, compiled with XLA when `jit_compile`; the optimizer sums the
+    gradients across replicas and every copy applies the same update,
+    outside XLA (XLA around the whole replicated step cannot reach the other
+    replicas' variables). The counters and the periodic target sync follow
+    in cross-replica context. The loss is the sum of the replicas' (the
+    global batch mean), the per-sample losses are gathered in the batch's
+    order and the TD-error statistics are taken over the whole batch. On a
+    TPU the strategy compiles the whole replica step.
+
     Args:
       agent: a `DqnAgent` or `RainbowAgent` from `make_agent`.
       jit_compile: True, False or "auto" (see `resolve_jit_compile`).
       batch_size: the fixed batch size (default: the agent config's).
+      strategy: a `tf.distribute.Strategy` the agent was built under, or
+        None (or the default strategy) for the single-device step.
+
+    Raises:
+      DistributionError: the batch does not split evenly over the replicas.
     """
 
-    def __init__(self, agent, jit_compile="auto", batch_size=None):
+    def __init__(self, agent, jit_compile="auto", batch_size=None, strategy=None):
         self.agent = agent
         self.jit_compile = resolve_jit_compile(
             jit_compile, getattr(agent.q_network, "config", None))
         self.batch_size = batch_size or agent.agent_config.batch_size
+        self.strategy = (strategy if distribution_lib.is_distributed(strategy)
+                         else None)
         observation = agent.time_step_spec.observation
         state = tf.TensorSpec([self.batch_size] + list(observation.shape),
                               observation.dtype)
@@ -123,8 +145,20 @@ class Learner:
                            state, vector, vector]
         # No AutoGraph: nothing here branches on tensors, and converting
         # TF-Agents' code dominated the first step (py-spy, docs/performance.md).
-        self._train_fn = tf.function(self._train_step, jit_compile=self.jit_compile,
-                                     input_signature=self._signature, autograph=False)
+        if self.strategy is None:
+            self._train_fn = tf.function(self._train_step, jit_compile=self.jit_compile,
+                                         input_signature=self._signature, autograph=False)
+        else:
+            distribution_lib.check_batch_split(self.batch_size, self.strategy)
+            self._replica_batch_size = self.batch_size // self.strategy.num_replicas_in_sync
+            on_tpu = isinstance(self.strategy, tf.distribute.TPUStrategy)
+            if on_tpu:
+                self.jit_compile = True  # TPUStrategy compiles the replica step
+            self._replica_gradients_fn = tf.function(
+                self._replica_gradients, autograph=False,
+                jit_compile=self.jit_compile and not on_tpu)
+            self._train_fn = tf.function(self._distributed_train_step, autograph=False,
+                                         input_signature=self._signature)
         self._batch_specs = [(key, spec.dtype.as_numpy_dtype, tuple(spec.shape))
                              for key, spec in zip(BATCH_KEYS, self._signature)]
         self._train_call = None
@@ -144,6 +178,47 @@ class Learner:
         return {
             "loss": loss_info.loss,
             "per_sample_loss": self.agent.per_sample_loss(loss_info),
+            "td_error_mean": td_error.mean,
+            "td_error_var": td_error.variance,
+        }
+
+    def _replica_gradients(self, state, action, reward, next_state, discount,
+                           weights):
+        """This replica's loss (scaled by the global batch size), per-sample
+        loss, TD errors and gradients, on its slice of the batch."""
+        transition = factory.batch_to_transition(
+            {"state": state, "action": action, "reward": reward,
+             "next_state": next_state, "discount": discount},
+            action_dtype=self.agent.action_spec.dtype)
+        with tf.GradientTape() as tape:
+            loss_info = self.agent.loss_on(transition, weights=weights, training=True)
+        tf.debugging.check_numerics(loss_info.loss, "Loss is inf or nan")
+        gradients = tape.gradient(loss_info.loss, self.q_network.trainable_weights)
+        return (loss_info.loss, self.agent.per_sample_loss(loss_info),
+                loss_info.extra.td_error, gradients)
+
+    def _replica_step(self, *batch):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        size = self._replica_batch_size
+        start = tf.cast(replica, tf.int32) * size
+        shard = [tf.slice(tensor, [start] + [0] * (tensor.shape.rank - 1),
+                          [size] + tensor.shape.as_list()[1:]) for tensor in batch]
+        loss, per_sample, td_error, gradients = self._replica_gradients_fn(*shard)
+        # In replica context the optimizer all-reduces (sums) the gradients,
+        # then updates every copy of the variables alike.
+        self.agent.optimizer.apply_gradients(
+            zip(gradients, self.q_network.trainable_weights))
+        return loss, per_sample, td_error
+
+    def _distributed_train_step(self, *batch):
+        strategy = self.strategy
+        loss, per_sample, td_error = strategy.run(self._replica_step, args=batch)
+        self.agent.train_step_counter.assign_add(1)
+        self.agent.update_target_periodically()
+        td_error = diag.td_error_statistics(strategy.gather(td_error, axis=0))
+        return {
+            "loss": strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            "per_sample_loss": strategy.gather(per_sample, axis=0),
             "td_error_mean": td_error.mean,
             "td_error_var": td_error.variance,
         }
