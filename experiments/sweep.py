@@ -84,6 +84,9 @@ def build_parser():
     parser.add_argument("--startup_seconds", type=float, default=60.0,
                         help="Seconds added per run started (process start, graph "
                         "tracing, export).")
+    parser.add_argument("--table_seconds", type=float, default=30.0,
+                        help="Seconds between progress tables of the running runs "
+                        "(0: none).")
     parser.add_argument("train_flags", nargs="*", help=argparse.SUPPRESS)
     return parser
 
@@ -100,6 +103,8 @@ def main(argv=None):
         else:
             raise ValueError("give --figure=NAME or --conditions=a,b,c (figures: "
                              f"{', '.join(conditions.figure_names())}).")
+        if not args.table_seconds >= 0:
+            raise ValueError(f"--table_seconds must be >= 0, got {args.table_seconds}.")
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}.")
         flagfiles = [conditions.find_flagfile(name) for name in names]
@@ -136,7 +141,8 @@ def main(argv=None):
         return 0
     sweep.write_sweep_file(sweep_root, units, extra_flags)
     with local.LocalBackend(workers=workers) as backend:
-        scheduler = sweep.Scheduler(units, backend, out=out)
+        scheduler = sweep.Scheduler(units, backend, out=out,
+                                    progress_seconds=args.table_seconds)
         outcomes = scheduler.run()
     finished = sum(unit.status.state == "finished" for unit in units)
     out(f"Sweep: {finished}/{len(units)} runs finished under {sweep_root}.")

@@ -225,6 +225,7 @@ class Experiment:
             summary_period=schedule.summary_period,
             progress_seconds=schedule.progress_seconds,
             progress_steps=schedule.progress_steps, writer=self.summaries,
+            record=self.run_directory.write_progress,
             updates=lambda: int(self.agent.train_step_counter.numpy()))
         self.iteration = 0
         self.partial = None
