@@ -98,6 +98,9 @@ def build_parser():
     parser.add_argument("--slurm_extra",
                         help="More sbatch options, comma-separated name=value "
                         "(e.g. qos=high,account=myproject,constraint=a100).")
+    parser.add_argument("--table_seconds", type=float, default=30.0,
+                        help="Seconds between progress tables of the running runs "
+                        "(0: none).")
     parser.add_argument("train_flags", nargs="*", help=argparse.SUPPRESS)
     return parser
 
@@ -114,6 +117,8 @@ def main(argv=None):
         else:
             raise ValueError("give --figure=NAME or --conditions=a,b,c (figures: "
                              f"{', '.join(conditions.figure_names())}).")
+        if not args.table_seconds >= 0:
+            raise ValueError(f"--table_seconds must be >= 0, got {args.table_seconds}.")
         options = {key: getattr(args, key) for key in backends.BACKEND_OPTIONS}
         backends.check_backend_options(args.backend, args.workers, **options)
         flagfiles = [conditions.find_flagfile(name) for name in names]
@@ -158,7 +163,8 @@ def main(argv=None):
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     with backend:
-        scheduler = sweep.Scheduler(units, backend, out=out)
+        scheduler = sweep.Scheduler(units, backend, out=out,
+                                    progress_seconds=args.table_seconds)
         outcomes = scheduler.run()
     finished = sum(unit.status.state == "finished" for unit in units)
     out(f"Sweep: {finished}/{len(units)} runs finished under {sweep_root}.")

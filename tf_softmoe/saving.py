@@ -40,7 +40,8 @@ _LAYER_KWARGS = frozenset({
     "activity_regularizer", "autocast", "implementation"})
 
 # Arguments that hold a config dataclass as a plain dict: its fields are
-# checked like arguments.
+# checked like arguments. PenultimateBlock's `config` is only in files saved
+# before the block took explicit arguments; its from_config still reads them.
 _NESTED_CONFIGS = {penultimate.PenultimateBlock: {"config": network_config.NetworkConfig}}
 
 
@@ -155,10 +156,12 @@ def unknown_parts(config, custom_objects=None):
             continue
         arguments = item["config"] if isinstance(item["config"], dict) else {}
         accepted = _accepted_arguments(cls)
+        nested = _nested_configs(cls)
         if accepted is not None:
+            accepted |= set(nested)
             found.extend(f"argument {key!r} of {name}"
                          for key in sorted(set(arguments) - accepted))
-        for key, config_class in _nested_configs(cls).items():
+        for key, config_class in nested.items():
             fields = {f.name for f in dataclasses.fields(config_class)}
             value = arguments.get(key)
             if isinstance(value, dict):

@@ -235,3 +235,69 @@ def test_probe_rate_reads_the_second_iteration(tmp_path, monkeypatch):
     messages = []
     assert sweep.probe_rate(flagfile, "Pong", steps=100, log=messages.append) != 42.0
     assert any("probe failed (exit 3)" in m for m in messages)
+
+
+class TickingClock:
+    """A monotonic clock that advances `step` seconds at every reading."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def test_progress_table_counts_runs_and_reads_progress_json(tmp_path):
+    units = plan(tmp_path, seeds=(0,))
+    silent = units[1].run_dir  # reports no progress, then fails
+
+    def report_progress(process):
+        if process.unit.run_dir != silent:
+            os.makedirs(process.unit.run_dir, exist_ok=True)
+            process.unit.run_directory.write_progress(
+                {"iteration": 1, "agent_steps": 150, "steps_per_second": 25.0})
+
+    launcher = FakeLauncher(fail=[silent], on_first_poll=report_progress)
+    lines = []
+    backend = local.LocalBackend(workers=2, launch=launcher)
+    # Each clock reading is 10 s later and a table is due every 5 s: one
+    # after each poll that leaves runs going. A fake run ends at its second
+    # poll (poll_seconds=0: one look per poll).
+    scheduler = sweep.Scheduler(units, backend, poll_seconds=0, out=lines.append,
+                                progress_seconds=5, clock=TickingClock(10))
+    with backend:
+        scheduler.run(handle_signals=False)
+    tables = [i for i, line in enumerate(lines) if line.startswith("Sweep: ")]
+    assert len(tables) == 2
+    first = lines[tables[0]:tables[0] + 4]
+    # 150 of 200 steps done in the reporting run, 200 in each other one; 25 steps/s.
+    assert first[0] == ("Sweep: 0 done, 0 failed, 2 running, 2 pending; 650 agent "
+                        "steps left, ETA 0m26s")
+    assert first[1].split() == ["run", "iteration", "agent", "steps", "steps/s"]
+    assert first[2].split()[-3:] == ["2/2", "150", "25.0"]
+    assert first[2].startswith(f"  {units[0].label}")
+    assert first[3].split()[-3:] == ["-", "-", "-"]
+    assert first[3].startswith(f"  {units[1].label}")
+    second = lines[tables[1]]
+    assert second == ("Sweep: 1 done, 1 failed, 2 running, 0 pending; 100 agent steps "
+                      "left, ETA 0m02s")
+
+
+def test_progress_table_is_optional_and_checked(tmp_path):
+    units = plan(tmp_path, seeds=(0,), games=("Pong",))
+    _, _, lines = run_sweep(units, FakeLauncher())
+    assert not any(line.startswith("Sweep: ") for line in lines)
+    backend = local.LocalBackend(workers=1, launch=FakeLauncher())
+    with pytest.raises(ValueError, match="progress_seconds must be >= 0"):
+        sweep.Scheduler(units, backend, progress_seconds=float("nan"))
+
+
+def test_progress_json_reader_tolerates_absent_and_foreign_files(tmp_path):
+    run = run_directory.RunDirectory(str(tmp_path))
+    assert run.read_progress() is None
+    run.write_progress({"iteration": 0, "agent_steps": 5})
+    assert run.read_progress() == {"iteration": 0, "agent_steps": 5}
+    for text in ("{torn", "[1, 2]"):
+        (tmp_path / run_directory.PROGRESS_FILE).write_text(text)
+        assert run.read_progress() is None

@@ -2,12 +2,15 @@
 config checks, checkpoint faults, signals, XLA."""
 
 import csv
+import dataclasses
 import errno
 import shutil
 import glob
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -322,3 +325,91 @@ def test_root_dir_that_is_a_file_is_refused(tmp_path):
     path.write_text("x")
     with pytest.raises(experiment.UnusableRootDirError, match="is a file"):
         experiment.Experiment(catch_config(), str(path))
+
+
+# The train program's flags for a tiny Catch run (the in-process run below
+# builds the same config from them).
+CATCH_FLAGS = ["--agent=dqn", "--game=catch", "--encoder=nature", "--penultimate=flatten",
+               "--hidden_units=8", "--num_iterations=3", "--steps_per_iteration=30",
+               "--min_replay_history=20", "--replay_capacity=200", "--batch_size=8",
+               "--target_update_period=8", "--eval_episodes=0", "--jit_compile=false"]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(REPO, "experiments", "train.py")
+
+
+def snapshot(root):
+    """{relative path: (bytes, mtime_ns)} of every file, and every directory."""
+    files, directories = {}, set()
+    for directory, subdirectories, names in os.walk(root):
+        directories.update(os.path.relpath(os.path.join(directory, d), root)
+                           for d in subdirectories)
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = (f.read(), os.stat(path).st_mtime_ns)
+    return files, directories
+
+
+def corrupt_data_file(checkpoint):
+    data, = glob.glob(os.path.join(checkpoint, "tf", "ckpt.data-*"))
+    with open(data, "r+b") as f:
+        content = bytearray(f.read())
+        for i in range(0, len(content), 7):
+            content[i] ^= 0xFF
+        f.seek(0)
+        f.write(bytes(content))
+
+
+def test_unreadable_checkpoints_refuse_the_train_program_and_change_nothing(tmp_path):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from tf_softmoe.cli import flags as flags_lib  # pylint: disable=import-outside-toplevel
+    flag_values = flags.FlagValues()
+    flags_lib.define_config_flags(flag_values)
+    flag_values(["train", *CATCH_FLAGS, "--num_iterations=2"])
+    root = str(tmp_path / "run")
+    # Two of the program's three iterations: a run to resume, with two
+    # checkpoints, metrics.csv, config.json and TensorBoard files.
+    run = experiment.Experiment(flags_lib.config_from_flags(flag_values), root,
+                                handle_signals=False, export_on_exit=False)
+    run.run()
+    assert len(run.checkpoints.checkpoints()) == 2
+    for checkpoint in run.checkpoints.checkpoints():
+        corrupt_data_file(checkpoint)
+    with pytest.raises(checkpoints.CheckpointError, match="unreadable"):
+        checkpoints.read_checked(run.checkpoints.checkpoints()[0])
+    before = snapshot(root)
+    assert {"config.json", "metrics.csv"} <= set(before[0])
+    assert any(path.startswith("tensorboard") for path in before[0])
+
+    result = subprocess.run(
+        [sys.executable, TRAIN, *CATCH_FLAGS, f"--root_dir={root}"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                 PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert result.returncode == 2, result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert "cannot be resumed: none of its checkpoints is readable" in error
+    assert "Traceback" not in result.stderr
+    for checkpoint in run.checkpoints.checkpoints():
+        assert f"Checkpoint {checkpoint} is unreadable" in error
+    assert snapshot(root) == before
+
+    # The library refuses it the same way, before writing anything.
+    with pytest.raises(checkpoints.CheckpointError, match="none of its checkpoints"):
+        experiment.Experiment(flags_lib.config_from_flags(flag_values), root)
+    assert snapshot(root) == before
+
+
+def test_checkpoint_that_does_not_fit_the_config_is_refused_unchanged(finished_run,
+                                                                      tmp_path):
+    root = copy_of(finished_run, tmp_path)
+    before = snapshot(root)
+    base = catch_config(num_iterations=3)
+    wider = dataclasses.replace(
+        base, network=dataclasses.replace(base.network, hidden_units=16))
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"cannot be resumed with this configuration.*does not "
+                             r"fit the agent"):
+        experiment.Experiment(wider, root, handle_signals=False,
+                              allow_config_change=True)
+    assert snapshot(root) == before

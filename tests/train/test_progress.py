@@ -6,14 +6,17 @@ import collections
 import csv
 import dataclasses
 import glob
+import json
 import math
 import os
 import re
 import signal
+import time
 
 import pytest
 import tensorflow as tf
 
+from tf_softmoe.runs import run_directory
 from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import experiment
 from tf_softmoe.train import loop
@@ -76,8 +79,21 @@ def progress_run(tmp_path_factory):
     run = experiment.Experiment(config, root, handle_signals=False,
                                 export_on_exit=False)
     run.monitor.report = lambda line: lines.append(line)
+    write_progress = run.monitor.record
+    records = []
+
+    def record(values):
+        records.append(values)
+        write_progress(values)
+
+    run.monitor.record = record
     run.run()
+    run_progress_records[root] = records
     return root, lines
+
+
+# What the progress_run's monitor recorded, by run directory.
+run_progress_records = {}
 
 
 def test_progress_lines_have_every_field(progress_run):
@@ -97,6 +113,27 @@ def test_progress_lines_have_every_field(progress_run):
         newest = [value for end, value in returns if end <= step][-1]
         assert m[6] == f"last return {newest:.2f}"
     assert all(m[7] != "?" and m[8] != "?" for m in matches)
+
+
+def test_each_progress_line_rewrites_progress_json(progress_run):
+    root, lines = progress_run
+    records = run_progress_records[root]
+    assert len(records) == len(lines) == 6
+    for line, values in zip(lines, records):
+        m = PROGRESS_LINE.fullmatch(line)
+        assert values["iteration"] + 1 == int(m[1])
+        assert values["iteration_steps"] == int(m[2])
+        assert values["agent_steps"] == values["iteration"] * 60 + int(m[2])
+        assert (values["updates"], values["episodes"]) == (int(m[4]), int(m[5]))
+        assert (values["num_iterations"], values["steps_per_iteration"],
+                values["total_steps"]) == (2, 60, 120)
+        assert values["steps_per_second"] > 0
+    with open(os.path.join(root, "progress.json")) as f:
+        written = json.load(f)
+    assert written == records[-1]
+    assert written["agent_steps"] == 120
+    assert abs(written["updated"] - time.time()) < 600
+    assert run_directory.RunDirectory(root).read_progress() == written
 
 
 def test_printed_lines_and_metrics_stay_as_they_were(tmp_path, capsys):

@@ -64,7 +64,7 @@ class QNetwork(network.Network):
         compute = "mixed_bfloat16" if config.mixed_precision else None
         self._encoder = encoders.make_encoder(config, dtype=compute)
         self._penultimate = penultimate.PenultimateBlock(
-            config, name="penultimate", dtype=compute)
+            **penultimate.block_arguments(config), name="penultimate", dtype=compute)
         self._head = heads.QHead(
             self._num_actions, num_atoms=config.num_atoms if config.head == "c51" else None,
             dueling=config.dueling, noisy=config.noisy, sigma0=config.noisy_sigma0,

@@ -9,6 +9,8 @@ What a run (`tf_softmoe.train.Experiment`) writes under its directory:
     policy/              the final greedy policy (PolicySaver), on exit
     q_network.keras      the final Q-network, on exit
     train.log            the run's output when a sweep started it
+    progress.json        the newest progress line's numbers, rewritten with
+                         each line (a sweep's progress table reads it)
 
 The experiment, experiments/evaluate.py, the sweep and the analysis all read
 and write these paths through `RunDirectory`.
@@ -32,6 +34,7 @@ TENSORBOARD_DIR = "tensorboard"
 POLICY_DIR = "policy"
 Q_NETWORK_FILE = saving.RUN_FILE
 TRAIN_LOG = "train.log"
+PROGRESS_FILE = "progress.json"
 
 # The one checkpoint-name pattern. Checkpoints are named with `{:08d}` of
 # their agent step, so a run past 99 999 999 steps writes 9 digits: the
@@ -249,6 +252,26 @@ class RunDirectory:
         if len(kept) != len(rows):
             self.write_metrics(fields, kept)
 
+    # --------------------------------------------------------------- progress
+    @property
+    def progress_path(self):
+        return self.join(PROGRESS_FILE)
+
+    def write_progress(self, progress):
+        """Replaces progress.json with the dict `progress` (atomically, so a
+        reader never sees half a file)."""
+        _files.atomic_write_text(self.progress_path, json.dumps(progress, sort_keys=True))
+
+    def read_progress(self) -> Optional[Dict]:
+        """progress.json as a dict; None when there is none or it is not a
+        JSON object (progress is advisory: a reader shows nothing then)."""
+        try:
+            with open(self.progress_path, encoding="utf-8") as handle:
+                progress = json.load(handle)
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return progress if isinstance(progress, dict) else None
+
     # ------------------------------------------------------------ checkpoints
     def checkpoints(self) -> List[Tuple[int, str]]:
         """(number, path) of the checkpoint directories, newest first."""
@@ -284,5 +307,5 @@ class RunDirectory:
 
 
 __all__ = ["CHECKPOINT_NAME", "CONFIG_FILE", "METRICS_FILE", "RunDirectory",
-           "RunDirectoryError", "RunStatus", "TRAIN_LOG", "checkpoint_name",
+           "PROGRESS_FILE", "RunDirectoryError", "RunStatus", "TRAIN_LOG", "checkpoint_name",
            "checkpoint_number"]

@@ -497,20 +497,39 @@ class Scheduler:
     training process write a checkpoint and exit; running the same sweep
     again resumes them.
 
+    Every `progress_seconds` while runs are going it prints a progress
+    table (`progress_lines`): runs done, failed, running and pending; each
+    running run's iteration, agent steps and steps/s, read from the
+    progress.json its training process rewrites with each of its progress
+    lines (so they are as fresh as the run's `progress_seconds`); and the
+    sweep's ETA. It reads only the run directories, so it works the same
+    for any backend whose runs write to storage the driver sees.
+
     Args:
       units: the `RunUnit`s.
       backend: a `backends.base.Backend`.
       poll_seconds: how long one `Backend.poll` may wait.
       out: where progress lines go.
+      progress_seconds: seconds between progress tables (30; 0: none).
+      clock: seconds, monotonic (default `time.monotonic`; tests pass a fake).
     """
 
-    def __init__(self, units, backend, poll_seconds=1.0, out=print):
+    def __init__(self, units, backend, poll_seconds=1.0, out=print,
+                 progress_seconds=30.0, clock=time.monotonic):
+        if not progress_seconds >= 0:
+            raise ValueError(f"progress_seconds must be >= 0 (0: no progress table), "
+                             f"got {progress_seconds}.")
         self.units = list(units)
         self.backend = backend
         self.poll_seconds = poll_seconds
         self.out = out
+        self.progress_seconds = progress_seconds
+        self.clock = clock
         self.stop_signal = None
         self._active = []
+        self._pending = collections.deque()
+        self._outcomes = []
+        self._skipped = 0
 
     def request_stop(self, signum):
         """Stops submitting and cancels the running units with `signum`."""
@@ -536,12 +555,15 @@ class Scheduler:
                     previous[signum] = signal.signal(signum, self._on_signal)
                 except ValueError:  # not the main thread
                     break
-        pending = collections.deque(
+        pending = self._pending = collections.deque(
             unit for unit in self.units if unit.refresh().state != run_directory.FINISHED)
-        skipped = len(self.units) - len(pending)
+        skipped = self._skipped = len(self.units) - len(pending)
         if skipped:
             self.out(f"Skipping {skipped} finished run(s).")
-        outcomes, total = [], len(pending)
+        outcomes = self._outcomes = []
+        total = len(pending)
+        next_table = (self.clock() + self.progress_seconds if self.progress_seconds
+                      else math.inf)
         try:
             while pending or self._active:
                 while self.stop_signal is None and pending and self._room():
@@ -559,10 +581,55 @@ class Scheduler:
                     outcome = Outcome(handle.unit, code, time.time() - handle.submitted)
                     outcomes.append(outcome)
                     self.out(f"  {handle.unit.label}: {outcome.describe()}")
+                if self._active and self.clock() >= next_table:
+                    for line in self.progress_lines():
+                        self.out(line)
+                    next_table = self.clock() + self.progress_seconds
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return outcomes
+
+
+    def progress_lines(self):
+        """The progress table as lines of text.
+
+        The ETA is the agent steps left in the running and pending runs over
+        the running runs' summed steps/s: it assumes as many runs keep
+        running at those rates, and adds no start-up time ("?" until a
+        running run has reported a rate).
+        """
+        done = self._skipped + sum(outcome.finished for outcome in self._outcomes)
+        failed = sum(not outcome.finished for outcome in self._outcomes)
+        running = [handle.unit for handle in self._active]
+        rows, total_rate, steps_left = [], 0.0, 0
+        for unit in running:
+            progress = unit.run_directory.read_progress() or {}
+            iteration = progress.get("iteration")
+            agent_steps = progress.get("agent_steps")
+            rate = _float(progress.get("steps_per_second"))
+            if isinstance(agent_steps, int):
+                steps_left += max(0, unit.total_steps - agent_steps)
+            else:
+                steps_left += unit.remaining_steps
+            if rate > 0:
+                total_rate += rate
+            rows.append((unit.label,
+                         f"{iteration + 1}/{unit.num_iterations}"
+                         if isinstance(iteration, int) else "-",
+                         f"{agent_steps:,}" if isinstance(agent_steps, int) else "-",
+                         f"{rate:.1f}" if rate > 0 else "-"))
+        steps_left += sum(unit.remaining_steps for unit in self._pending)
+        eta = steps_left / total_rate if total_rate > 0 else float("nan")
+        lines = [f"Sweep: {done} done, {failed} failed, {len(running)} running, "
+                 f"{len(self._pending)} pending; {steps_left:,} agent steps left, "
+                 f"ETA {format_duration(eta)}"]
+        if rows:
+            width = max(len("run"), *(len(row[0]) for row in rows))
+            lines.append(f"  {'run':<{width}}  iteration  {'agent steps':>12}  steps/s")
+            lines.extend(f"  {label:<{width}}  {iteration:>9}  {steps:>12}  {rate:>7}"
+                         for label, iteration, steps, rate in rows)
+        return lines
 
 
 __all__ = ["Estimate", "Outcome", "RunUnit", "Scheduler", "default_workers",

@@ -25,9 +25,11 @@ import os
 import shutil
 import uuid
 
+import tensorflow as tf
 from absl import logging
 
 from tf_softmoe import _files
+from tf_softmoe.replay import persistence
 from tf_softmoe.runs import run_directory
 
 STATE_FILE = "state.json"
@@ -43,6 +45,53 @@ def _fsync_tree(path):
             with open(os.path.join(directory, name), "rb") as f:
                 os.fsync(f.fileno())
         _files.fsync_directory(directory)
+
+
+def read_checked(path):
+    """Reads a checkpoint's state.json after checking, without changing
+    anything, that the whole checkpoint is readable.
+
+    Every tensor of the TF checkpoint is read (TensorFlow checks each one's
+    CRC), and the replay's manifest and array headers and sizes (its arrays
+    are memory-mapped, so this costs no memory).
+
+    Returns:
+      The checkpoint's state (state.json).
+
+    Raises:
+      CheckpointError: a part is missing, corrupt or incomplete; the message
+        names the checkpoint and the cause.
+    """
+    try:
+        with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not state.get("complete"):
+            raise ValueError(f"{STATE_FILE} is not marked complete")
+        reader = tf.train.load_checkpoint(os.path.join(path, "tf", "ckpt"))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        persistence.read(os.path.join(path, "replay"))
+    except Exception as error:  # pylint: disable=broad-except
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"Checkpoint {path} is unreadable ({type(error).__name__}: "
+                              f"{first_line}).") from error
+    return state
+
+
+def newest_readable(paths):
+    """The first of `paths` (newest first) that `read_checked` reads.
+
+    Returns:
+      (path, state, problems): the readable checkpoint (None when none is)
+      and the `CheckpointError` messages of the newer unreadable ones.
+    """
+    problems = []
+    for path in paths:
+        try:
+            return path, read_checked(path), problems
+        except CheckpointError as error:
+            problems.append(str(error))
+    return None, None, problems
 
 
 class CheckpointManager:

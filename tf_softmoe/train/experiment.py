@@ -65,12 +65,20 @@ class UnusableRootDirError(ValueError):
 def check_run_directory(root_dir, config, allow_config_change=False):
     """Checks, without writing anything, that `config` can run in `root_dir`.
 
+    Returns:
+      The checkpoint a resumed run starts from: the newest that is wholly
+      readable (`checkpoints.read_checked`; a run falls back past newer
+      unreadable ones, as `CheckpointManager.restore_latest`), or None when
+      the directory has no checkpoint.
+
     Raises:
       UnusableRootDirError: `root_dir` is a file, or it (or, when it does not
         exist yet, its nearest existing parent) is not a writable directory.
       ConfigMismatchError: `root_dir` holds a config.json that is not a
         readable ExperimentConfig, or one that differs from `config` in a
         field that changes what is trained (unless `allow_config_change`).
+      checkpoints.CheckpointError: `root_dir` holds checkpoints and none of
+        them is readable (the message names each and its fault).
     """
     path = os.path.abspath(root_dir)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -84,20 +92,31 @@ def check_run_directory(root_dir, config, allow_config_change=False):
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UnusableRootDirError(f"{existing} is not writable.")
     run = run_directory.RunDirectory(path)
-    if not run.has_config():
-        return
-    try:
-        stored = run.read_config()
-    except (OSError, run_directory.RunDirectoryError) as error:
-        raise ConfigMismatchError(str(error)) from error
-    differences = config_lib.config_differences(stored, config)
-    if differences and not allow_config_change:
-        listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
-                           for k, (a, b) in differences.items())
-        raise ConfigMismatchError(
-            f"{root_dir} holds a run with another configuration ({listed}). "
-            "Use a new --root_dir, or pass --allow_config_change to resume "
-            "it with the new settings.")
+    if run.has_config():
+        try:
+            stored = run.read_config()
+        except (OSError, run_directory.RunDirectoryError) as error:
+            raise ConfigMismatchError(str(error)) from error
+        differences = config_lib.config_differences(stored, config)
+        if differences and not allow_config_change:
+            listed = "; ".join(f"{k}: stored {a!r}, now {b!r}"
+                               for k, (a, b) in differences.items())
+            raise ConfigMismatchError(
+                f"{root_dir} holds a run with another configuration ({listed}). "
+                "Use a new --root_dir, or pass --allow_config_change to resume "
+                "it with the new settings.")
+    found = [checkpoint for _, checkpoint in run.checkpoints()]
+    if not found:
+        return None
+    checkpoint, _, problems = checkpoints_lib.newest_readable(found)
+    if checkpoint is None:
+        raise checkpoints_lib.CheckpointError(
+            f"{root_dir} cannot be resumed: none of its checkpoints is readable. "
+            + " ".join(problems) + " Restore the checkpoints from a backup, or "
+            "use a new --root_dir to start the run again.")
+    for problem in problems:
+        logging.warning("%s Resuming from the older %s.", problem, checkpoint)
+    return checkpoint
 
 
 def make_environment(config, seed):
@@ -146,6 +165,13 @@ class Experiment:
         what Slurm sends before preempting or time-limiting a job
         (`sbatch --signal=USR2@<seconds>`).
       export_on_exit: write the final policy and the .keras Q-network.
+
+    Raises:
+      UnusableRootDirError, ConfigMismatchError: as `check_run_directory`.
+      checkpoints.CheckpointError: no checkpoint of the run is readable, or
+        the one it would resume from does not fit the agent this config
+        builds. Every check runs before anything in `root_dir` is written,
+        so a refused run directory is left byte for byte as it was.
     """
 
     def __init__(self, config, root_dir, allow_config_change=False,
@@ -156,14 +182,15 @@ class Experiment:
         self.handle_signals = handle_signals
         self.export_on_exit = export_on_exit
         self._stop_signal = None
-        check_run_directory(root_dir, config, allow_config_change)
+        # Nothing in the run directory is written before the checks below
+        # (the strategy, and the checkpoint's fit to the built agent) pass.
+        resume_from = check_run_directory(root_dir, config, allow_config_change)
         schedule = config.schedule
         # Before anything is written: a strategy that cannot run here (no
         # TPU, a batch that does not split) leaves the directory as it was.
         self.strategy = distribution_lib.resolve_strategy(
             schedule.distribution, tpu_address=schedule.tpu_address)
         distribution_lib.check_batch_split(config.agent.batch_size, self.strategy)
-        self.run_directory.write_config(config)
         seed = schedule.seed
         random.seed(seed)
         np.random.seed(seed)
@@ -200,11 +227,14 @@ class Experiment:
                      "XLA" if self.trainer.policy_jit_compile else "graph",
                      schedule.policy_jit_compile,
                      "overlapped" if schedule.overlap_updates else "serial")
-        self.checkpoints = checkpoints_lib.CheckpointManager(
-            self.run_directory.checkpoints_dir, keep=schedule.keep_checkpoints)
         self._tf_checkpoint = tf.train.Checkpoint(
             agent=self.agent, agent_step=self.agent.agent_step,
             train_step=self.agent.train_step_counter)
+        if resume_from is not None:
+            self._check_fits(resume_from)
+        self.run_directory.write_config(config)
+        self.checkpoints = checkpoints_lib.CheckpointManager(
+            self.run_directory.checkpoints_dir, keep=schedule.keep_checkpoints)
         self.summaries = summaries.SummaryWriter(
             self.run_directory.tensorboard_dir, config)
         self.monitor = progress.IterationMonitor(
@@ -212,6 +242,7 @@ class Experiment:
             summary_period=schedule.summary_period,
             progress_seconds=schedule.progress_seconds,
             progress_steps=schedule.progress_steps, writer=self.summaries,
+            record=self.run_directory.write_progress,
             updates=lambda: int(self.agent.train_step_counter.numpy()))
         self.iteration = 0
         self.partial = None
@@ -220,6 +251,24 @@ class Experiment:
     def _write_checkpoint(self, tmp_dir):
         self._tf_checkpoint.write(os.path.join(tmp_dir, "tf", "ckpt"))
         self.replay.save(os.path.join(tmp_dir, "replay"))
+
+    def _check_fits(self, path):
+        """Raises `CheckpointError` when checkpoint `path` does not fit the
+        agent this config builds (e.g. a network changed with
+        allow_config_change). Loads its TF part into the agent, which
+        `restore` then loads again with the rest."""
+        try:
+            # expect_partial: the optimiser's slots are made at the first
+            # update, so their saved values wait for the restore after it.
+            self._tf_checkpoint.read(os.path.join(path, "tf", "ckpt")).expect_partial(
+            ).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise checkpoints_lib.CheckpointError(
+                f"{self.root_dir} cannot be resumed with this configuration: its "
+                f"checkpoint {path} does not fit the agent it builds ({first_line}). "
+                "Use the run's own settings (its config.json), or a new --root_dir."
+            ) from error
 
     def _restore_checkpoint(self, path, state):
         self._tf_checkpoint.read(os.path.join(path, "tf", "ckpt")).assert_existing_objects_matched()

@@ -62,12 +62,15 @@ class IterationMonitor:
       updates: callable returning the updates done in the run so far (the
         agent's train-step counter), read only when a line is made.
       report: callable taking each line (default: `print_line`).
+      record: callable taking, with each line, the same progress as a dict
+        (`progress_record`), or None; a run passes
+        `RunDirectory.write_progress`, whose progress.json a sweep reads.
       clock: seconds, monotonic (default `time.monotonic`; tests pass a fake).
     """
 
     def __init__(self, name, num_iterations, steps_per_iteration, summary_period=500,
                  progress_seconds=30.0, progress_steps=0, writer=None, updates=None,
-                 report=print_line, clock=time.monotonic):
+                 report=print_line, record=None, clock=time.monotonic):
         self.name = name
         self.num_iterations = num_iterations
         self.steps_per_iteration = steps_per_iteration
@@ -77,6 +80,7 @@ class IterationMonitor:
         self.writer = writer
         self._updates = updates
         self.report = report
+        self.record = record
         self.clock = clock
         self.iteration = 0
         self.next_step = math.inf
@@ -113,6 +117,8 @@ class IterationMonitor:
             self._next_summary_step = self._next_multiple(step, self.summary_period)
         if step >= self._next_progress_step or now >= self._next_progress_time:
             self.report(self.line(stats, now))
+            if self.record is not None:
+                self.record(self.progress_record(step, stats, now))
             self._line_mark = (now, stats.agent_steps)
             self._next_progress_step = self._next_multiple(step, self.progress_steps)
             if self.progress_seconds > 0:
@@ -149,6 +155,24 @@ class IterationMonitor:
                 f"{len(stats.episode_returns)} episodes, {last} | "
                 f"ETA iteration {format_seconds(iteration_eta)}, "
                 f"run {format_seconds(run_eta)}")
+
+    def progress_record(self, step, stats, now):
+        """The progress of the line at `now` as plain values: `iteration`
+        (0-based) and `num_iterations`, `iteration_steps` of
+        `steps_per_iteration`, the run's `agent_steps` (`step`) and
+        `total_steps`, `steps_per_second` since the previous line (None when
+        unknown), `updates`, `episodes`, and `updated` (Unix time)."""
+        rate = self._rate(self._line_mark, now, stats.agent_steps)
+        return {
+            "iteration": self.iteration, "num_iterations": self.num_iterations,
+            "iteration_steps": stats.agent_steps,
+            "steps_per_iteration": self.steps_per_iteration,
+            "agent_steps": int(step),
+            "total_steps": self.num_iterations * self.steps_per_iteration,
+            "steps_per_second": rate if math.isfinite(rate) else None,
+            "updates": self._updates() if self._updates is not None else stats.updates,
+            "episodes": len(stats.episode_returns),
+            "updated": time.time()}
 
     def _summarise(self, step, stats, now):
         if self.writer is None:
