@@ -4,8 +4,8 @@ Every run is one call of `python experiments/train.py --flagfile=<condition>.fla
 --game=<game> --seed=<seed> --root_dir=<sweep_root>/<condition>/<game>/seed_<seed>
 [flags after `--`]`, a child process (--backend=local) or a Ray task
 (--backend=ray: a local Ray, or a cluster with --ray_address or RAY_ADDRESS)
-or a Slurm job (--backend=slurm; both in docs/reproduce.md), with its output in the run directory's train.log. Runs
-resume: a finished run (every metrics.csv row, policy/ exported) is skipped,
+or a Slurm job (--backend=slurm; both in docs/reproduce.md), with its output
+in the run directory's train.log. Runs resume: a finished run (every metrics.csv row, policy/ exported) is skipped,
 any other resumes from its newest checkpoint. SIGINT / SIGTERM makes every
 running run write a checkpoint and stop; the same command then carries on.
 
@@ -20,14 +20,8 @@ Examples:
         --conditions=rainbow_impala_flatten_x4,rainbow_impala_softmoe4 \
         --games=Breakout,Qbert --seeds=0,1 -- --num_iterations=2
 
-Default workers (local): min(cores // 2, available memory // memory of the
-largest run (its replay, ~7 KB per transition, + ~2 GB)), at least 1; with
-Ray or Slurm (--backend=slurm: one job per run through submitit, requeued
-after a preemption or at its time limit) --workers caps the runs in flight.
-Compute estimate (--dry_run): remaining agent steps over the measured rate
-(median `train_steps_per_second` of the metrics.csv files under the sweep
-root and --rates_from, a --probe_steps run, or --steps_per_second), plus
---startup_seconds per run. Library: tf_softmoe.runs (conditions, sweep, backends).
+Worker counts, the compute estimate (--dry_run) and the cluster options are
+in each flag's help. Library: tf_softmoe.runs (conditions, sweep, backends).
 """
 
 import argparse
@@ -38,6 +32,25 @@ import sys
 from tf_softmoe.runs import conditions
 from tf_softmoe.runs import sweep
 from tf_softmoe.runs import backends
+
+
+# Options of the cluster backends (None: the backend's default, in brackets).
+CLUSTER_FLAGS = (
+    ("ray_address", str, "Ray: a running cluster ('auto', 'ray://host:10001'; "
+     "default: RAY_ADDRESS, else a local Ray)."),
+    ("cpus_per_run", float, "Ray/Slurm: CPUs per run (Ray 1, Slurm 2)."),
+    ("gpus_per_run", float, "Ray: GPUs per run (0; a fraction shares a GPU)."),
+    ("max_retries", int, "Ray: retries of a run whose worker or node died (3); "
+     "it resumes from its checkpoint."),
+    ("slurm_partition", str, "Slurm: partition (the cluster's default)."),
+    ("slurm_time_minutes", int, "Slurm: time limit of a job (1440); at the limit "
+     "the run checkpoints and the job is requeued."),
+    ("slurm_gpus_per_run", int, "Slurm: whole GPUs per job (0)."),
+    ("slurm_signal_seconds", int, "Slurm: SIGUSR2 comes this long before the "
+     "time limit (120)."),
+    ("slurm_extra", str, "Slurm: more sbatch options, comma-separated name=value "
+     "(e.g. qos=high,account=myproject)."),
+)
 
 
 def build_parser():
@@ -58,17 +71,12 @@ def build_parser():
                         "figure's, else 0-4.")
     parser.add_argument("--workers", type=int, default=None,
                         help="Parallel runs (default: min(cores // 2, memory // "
-                        "largest run), at least 1; with Ray: a cap on runs at once).")
+                        "largest run), at least 1; Ray/Slurm: a cap on runs at once).")
     parser.add_argument("--backend", default="local", choices=backends.BACKENDS,
-                        help="local: child processes here; ray: one Ray task per run; slurm: one "
-                        "Slurm job per run (submitit).")
-    parser.add_argument("--ray_address", help="A running Ray cluster ('auto', "
-                        "'ray://host:10001'; default: RAY_ADDRESS, else a local Ray).")
-    parser.add_argument("--cpus_per_run", type=float, help="Ray/Slurm: CPUs per run (Ray 1, Slurm 2).")
-    parser.add_argument("--gpus_per_run", type=float,
-                        help="Ray: GPUs per run (0; a fraction shares a GPU).")
-    parser.add_argument("--max_retries", type=int, help="Ray: retries of a run whose "
-                        "worker or node died (3); it resumes from its checkpoint.")
+                        help="local: child processes here; ray: one Ray task per "
+                        "run; slurm: one Slurm job per run (submitit).")
+    for name, kind, text in CLUSTER_FLAGS:
+        parser.add_argument(f"--{name}", type=kind, help=text)
     parser.add_argument("--ray_dashboard", action="store_true",
                         help="Ray: start the dashboard with a local Ray.")
     parser.add_argument("--dry_run", action="store_true",
@@ -85,19 +93,6 @@ def build_parser():
     parser.add_argument("--startup_seconds", type=float, default=60.0,
                         help="Seconds added per run started (process start, graph "
                         "tracing, export).")
-    parser.add_argument("--slurm_partition", default=None,
-                        help="Slurm partition (default: the cluster's default).")
-    parser.add_argument("--slurm_time_minutes", type=int,
-                        help="Time limit of each Slurm job (1440); a longer run is checkpointed "
-                        "and requeued at the limit.")
-    parser.add_argument("--slurm_gpus_per_run", type=int,
-                        help="GPUs per Slurm job (whole GPUs; 0).")
-    parser.add_argument("--slurm_signal_seconds", type=int,
-                        help="Slurm sends SIGUSR2 this long (120 s) before a job's time limit; "
-                        "the run checkpoints and the job is requeued.")
-    parser.add_argument("--slurm_extra",
-                        help="More sbatch options, comma-separated name=value "
-                        "(e.g. qos=high,account=myproject,constraint=a100).")
     parser.add_argument("--table_seconds", type=float, default=30.0,
                         help="Seconds between progress tables of the running runs "
                         "(0: none).")
@@ -138,23 +133,15 @@ def main(argv=None):
     if figure:
         out(f"Figure {figure.name}: {figure.title}\n  paper: {figure.paper}")
     roots = [sweep_root] + [os.path.abspath(p) for p in conditions.split_list(args.rates_from)]
-    rates = sweep.measured_rates(roots)
-    if args.dry_run and args.probe_steps > 0:
-        for flagfile in flagfiles:
-            name = conditions.condition_name(flagfile)
-            if name not in rates:
-                rates[name] = sweep.probe_rate(flagfile, games[0], extra_flags,
-                                               steps=args.probe_steps, log=out)
+    rates = sweep.rates_for(flagfiles, roots, games[0], extra_flags,
+                            args.probe_steps if args.dry_run else 0, log=out)
     estimate = sweep.estimate_compute(units, rates, workers, args.startup_seconds,
                                       fallback_rate=args.steps_per_second)
     for line in sweep.describe_plan(units, workers, estimate, measured=rates):
         out(line)
-    pending = [unit for unit in units if unit.status.state != "finished"]
     if args.dry_run:
-        if pending:
-            out("Commands of the unfinished runs:")
-        for unit in pending:
-            out("  " + sweep.display_command(unit))
+        for line in sweep.unfinished_commands(units):
+            out(line)
         return 0
     sweep.write_sweep_file(sweep_root, units, extra_flags)
     try:
@@ -162,18 +149,7 @@ def main(argv=None):
                                         **options)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
-    with backend:
-        scheduler = sweep.Scheduler(units, backend, out=out,
-                                    progress_seconds=args.table_seconds)
-        outcomes = scheduler.run()
-    finished = sum(unit.status.state == "finished" for unit in units)
-    out(f"Sweep: {finished}/{len(units)} runs finished under {sweep_root}.")
-    for outcome in outcomes:
-        if not outcome.finished:
-            out(f"  unfinished: {outcome.unit.run_dir} (log: {outcome.unit.log_path})")
-    if scheduler.stop_signal is not None:
-        return 128 + scheduler.stop_signal
-    return 0 if finished == len(units) else 1
+    return sweep.run_units(units, backend, sweep_root, args.table_seconds, out=out)
 
 
 if __name__ == "__main__":

@@ -636,3 +636,49 @@ __all__ = ["Estimate", "Outcome", "RunUnit", "Scheduler", "default_workers",
            "describe_plan", "display_command", "estimate_compute",
            "existing_run_directories", "measured_rates", "plan_runs", "probe_rate",
            "read_sweep_file", "run_dir_for", "write_sweep_file"]
+
+
+def rates_for(flagfiles, roots, probe_game=None, extra_flags=(), probe_steps=0,
+              log=print):
+    """Measured agent steps/s per condition: `measured_rates(roots)`, plus a
+    `probe_rate` run on `probe_game` for each condition without one when
+    `probe_steps` > 0."""
+    rates = measured_rates(roots)
+    if probe_steps > 0:
+        for flagfile in flagfiles:
+            name = conditions.condition_name(flagfile)
+            if name not in rates:
+                rates[name] = probe_rate(flagfile, probe_game, extra_flags,
+                                         steps=probe_steps, log=log)
+    return rates
+
+
+def unfinished_commands(units):
+    """Lines listing the command of every unfinished unit (none if all are
+    finished)."""
+    pending = [unit for unit in units if unit.status.state != "finished"]
+    return (["Commands of the unfinished runs:"] if pending else []) + [
+        "  " + display_command(unit) for unit in pending]
+
+
+def run_units(units, backend, sweep_root, progress_seconds=30.0, out=print):
+    """Runs `units` on `backend` (closing it at the end) and reports them.
+
+    Prints, after the scheduler's own lines, how many runs finished and the
+    run directory and log of each that did not.
+
+    Returns:
+      The sweep's exit status: 0 when every run finished, 128 + signal when
+      a signal stopped the sweep, else 1.
+    """
+    with backend:
+        scheduler = Scheduler(units, backend, out=out, progress_seconds=progress_seconds)
+        outcomes = scheduler.run()
+    finished = sum(unit.status.state == "finished" for unit in units)
+    out(f"Sweep: {finished}/{len(units)} runs finished under {sweep_root}.")
+    for outcome in outcomes:
+        if not outcome.finished:
+            out(f"  unfinished: {outcome.unit.run_dir} (log: {outcome.unit.log_path})")
+    if scheduler.stop_signal is not None:
+        return 128 + scheduler.stop_signal
+    return 0 if finished == len(units) else 1
