@@ -419,7 +419,9 @@ def test_real_sweep_runs_to_the_end_and_is_skipped_on_rerun(tmp_path, monkeypatc
 @pytest.mark.slurm
 @needs_slurm
 def test_real_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
-    units = tiny_units(tmp_path, iterations=6)
+    # Enough iterations (~0.15 s each on an idle machine) that the run cannot
+    # end before the signal reaches it.
+    units = tiny_units(tmp_path, iterations=40)
     unit = units[0]
     metrics = os.path.join(unit.run_dir, "metrics.csv")
     lines = []
@@ -440,7 +442,7 @@ def test_real_preemption_checkpoints_requeues_and_resumes(tmp_path, monkeypatch)
         del scheduler
     log = open(unit.log_path).read()
     assert ended == [(handle, 0)], log[-3000:]
-    assert iterations_of(unit) == list(range(6))
+    assert iterations_of(unit) == list(range(40))
     assert unit.refresh().state == "finished"
     assert log.count("sweep starts") == 2
     assert "Resumed from" in log
