@@ -77,12 +77,16 @@ def wait_for(path, seconds=30):
         time.sleep(0.05)
 
 
+def make_job(unit, stop_seconds=600.0):
+    return slurm_backend.make_train_job(unit, sys.executable, stop_seconds)
+
+
 def test_train_job_returns_the_exit_status_and_appends_to_the_log(tmp_path):
     unit = ScriptUnit(tmp_path, "print('trained'); raise SystemExit(3)")
     os.makedirs(unit.run_dir)
     with open(unit.log_path, "w") as log:
         log.write("earlier attempt\n")
-    assert slurm_backend.TrainJob(unit)() == 3
+    assert make_job(unit)() == 3
     text = open(unit.log_path).read()
     assert text.startswith("earlier attempt\n")
     assert "sweep starts" in text and "trained" in text
@@ -90,7 +94,7 @@ def test_train_job_returns_the_exit_status_and_appends_to_the_log(tmp_path):
 
 def test_train_job_forwards_sigterm_and_leaves_no_result(tmp_path):
     unit = stoppable_unit(tmp_path)
-    job = slurm_backend.TrainJob(unit)
+    job = make_job(unit)
     previous = signal.getsignal(signal.SIGTERM)
 
     def term_when_ready():
@@ -112,7 +116,7 @@ def test_checkpoint_in_a_signal_handler_stops_the_child_and_requeues_itself(tmp_
     # thread while __call__ waits there, then exits. A Popen.wait() in both
     # places would deadlock.
     unit = stoppable_unit(tmp_path)
-    job = slurm_backend.TrainJob(unit, stop_seconds=30)
+    job = make_job(unit, stop_seconds=30)
     requeued = []
 
     def submitit_handler(signum, frame):
@@ -138,7 +142,45 @@ def test_checkpoint_in_a_signal_handler_stops_the_child_and_requeues_itself(tmp_
     assert open(os.path.join(unit.run_dir, "checkpointed")).read() == f"{signal.SIGUSR2}\n"
     [delayed] = requeued
     assert isinstance(delayed.function, slurm_backend.TrainJob)
-    assert delayed.function.unit is unit and delayed.function is not job
+    assert delayed.function is not job
+    assert delayed.function.__getstate__() == job.__getstate__()
+
+
+# A fresh interpreter, as submitit's job is: loads the pickled job with
+# tf_softmoe and TensorFlow made unimportable, runs it, and round-trips the
+# callable its checkpoint() hands to the requeued job.
+UNPICKLE_AS_THE_JOB_DOES = r"""
+import importlib.abc, pickle, sys
+FORBIDDEN = ("tf_softmoe", "tensorflow")
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in FORBIDDEN:
+            raise ImportError(f"the Slurm job imported {name}")
+        return None
+sys.meta_path.insert(0, Refuse())
+with open(sys.argv[1], "rb") as handle:
+    job = pickle.load(handle)
+status = job()
+import cloudpickle
+requeued = pickle.loads(cloudpickle.dumps(job.checkpoint())).function
+assert requeued.__getstate__() == job.__getstate__(), (vars(requeued), vars(job))
+imported = sorted(m for m in sys.modules if m.partition(".")[0] in FORBIDDEN)
+print("status", status, "imported", imported)
+"""
+
+
+def test_job_unpickles_and_runs_without_importing_tf_softmoe(tmp_path):
+    cloudpickle = pytest.importorskip("cloudpickle")
+    unit = ScriptUnit(tmp_path, "print('hi')")
+    job_pickle = tmp_path / "submitted.pkl"
+    job_pickle.write_bytes(cloudpickle.dumps(make_job(unit)))  # as submitit pickles
+    result = subprocess.run(
+        [sys.executable, "-c", UNPICKLE_AS_THE_JOB_DOES, str(job_pickle)],
+        cwd=conditions.REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "status 0 imported []", result.stdout
+    log = open(unit.log_path).read()
+    assert "sweep starts" in log and log.endswith("hi\n")
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +258,10 @@ def test_submit_declares_the_resources_and_records_the_job(tmp_path):
     assert unit.memory_bytes > sweep.PROCESS_OVERHEAD_BYTES
     assert parameters["additional_parameters"] == {"chdir": conditions.REPO_ROOT,
                                                    "qos": "high"}
-    assert handle.ref.function.unit is unit
+    job = handle.ref.function
+    assert (job.argv, job.cwd, job.log_path, job.run_dir) == (
+        unit.command(backend.python), conditions.REPO_ROOT, unit.log_path, unit.run_dir)
+    assert job.stop_seconds == 200 - 15
     with open(os.path.join(unit.run_dir, slurm_backend.JOB_FILE)) as record:
         assert json.load(record) == {"job_id": "100", "folder": str(tmp_path)}
     assert backend.max_in_flight is None

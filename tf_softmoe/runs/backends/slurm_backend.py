@@ -3,7 +3,9 @@
 Every `RunUnit` becomes one batch job (`sbatch`, written by submitit) whose
 callable, `TrainJob`, runs the unit's train command as a child process in
 the repository root, with its output appended to the run's train.log, and
-returns its exit status. The sweep root and the repository must lie on
+returns its exit status. The callable travels to the job by value and
+imports nothing of tf_softmoe (`_slurm_job`), so the job's own process
+starts without TensorFlow: only the training process imports it. The sweep root and the repository must lie on
 storage the compute nodes see (the usual shared home or project
 filesystem).
 
@@ -30,21 +32,19 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from tf_softmoe import _files
 from tf_softmoe.runs import conditions
+from tf_softmoe.runs.backends import _slurm_job
 from tf_softmoe.runs.backends import base
-from tf_softmoe.runs.backends import local
 
 SUBMITIT_MISSING = ("The Slurm backend needs submitit (1.5.4): pip install -e '.[slurm]' "
                     "in the repository.")
 # The record of a run's current job, in its run directory.
 JOB_FILE = "slurm_job.json"
-# Signals after which a run has checkpointed and stopped because its job is
-# being preempted, requeued or cancelled (not because the run is over).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+# The job's callable; it imports nothing of tf_softmoe (see _slurm_job).
+TrainJob = _slurm_job.TrainJob
 # Job states after which a job will not run again (squeue's %T).
 ENDED_STATES = frozenset({
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -113,96 +113,22 @@ def check_options(time_minutes, cpus_per_run, gpus_per_run, signal_grace_seconds
                          f"shorter than the time limit ({time_minutes} min).")
 
 
-def _stopped_by_signal(code):
-    """Whether a training process's exit status says a stop signal ended
-    it (128 + signal from its handler, or -signal when it had none yet)."""
-    return any(code in (128 + signum, -signum) for signum in STOP_SIGNALS)
-
-
-class TrainJob:
-    """A Slurm job's callable: runs one unit's training process.
-
-    submitit pickles it and calls it in the job. It is checkpointable in
-    submitit's sense (it has `checkpoint`): on the job's SIGUSR2 submitit
-    calls `checkpoint`, which makes the training process checkpoint and
-    exit, then returns this callable again for the requeued job.
-
-    The training process is waited for in a helper thread: submitit runs
-    `checkpoint` in a signal handler in the main thread, and a
-    `Popen.wait()` interrupted there cannot be entered again (it deadlocks
-    on the Popen's wait lock).
+def make_train_job(unit, python, stop_seconds=600.0):
+    """The `TrainJob` that runs `unit` in a Slurm job, set to be pickled by
+    value, so unpickling it in the job imports neither tf_softmoe nor
+    TensorFlow.
 
     Args:
       unit: the `sweep.RunUnit`.
-      python: the interpreter for the train command (None: the job's).
-      stop_seconds: how long `checkpoint` waits for the training process.
+      python: the interpreter of the train command (on the nodes).
+      stop_seconds: how long its `checkpoint` waits for the training process.
     """
-
-    def __init__(self, unit, python=None, stop_seconds=600.0):
-        self.unit = unit
-        self.python = python
-        self.stop_seconds = stop_seconds
-        self._process = None
-        self._ended = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_process"] = state["_ended"] = None
-        return state
-
-    def _forward(self, signum, _frame=None):
-        process = self._process
-        if process is not None and process.poll() is None:
-            try:
-                process.send_signal(signum)
-            except ProcessLookupError:  # exited since poll()
-                pass
-
-    def __call__(self):
-        """Runs the training process to its end; returns its exit status.
-
-        Raises:
-          SystemExit: the process stopped on a signal (the job is being
-            preempted, requeued or cancelled). The job then ends without a
-            result, and Slurm requeues or cancels it.
-        """
-        job_id = os.environ.get("SLURM_JOB_ID", "?")
-        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        print(f"Slurm job {job_id} (restart {restarts}): {self.unit.label}", flush=True)
-        self._ended = threading.Event()
-        self._process = local.launch_subprocess(
-            self.unit, self.unit.log_path, python=self.python or sys.executable)
-        codes = []
-
-        def reap():
-            codes.append(self._process.wait())
-            self._ended.set()
-
-        threading.Thread(target=reap, name="train-process-wait", daemon=True).start()
-        # submitit only logs SIGTERM in the job; the training process needs
-        # it (scancel, a preemption) to checkpoint.
-        signal.signal(signal.SIGTERM, self._forward)
-        while not self._ended.wait(1.0):
-            pass
-        code = codes[0]
-        print(f"Training process exited with status {code}.", flush=True)
-        if _stopped_by_signal(code):
-            raise SystemExit(code)
-        return code
-
-    def checkpoint(self, *args, **kwargs):
-        """Stops the training process with SIGUSR2 (it checkpoints) and
-        returns the callable the requeued job runs (submitit's hook)."""
-        del args, kwargs  # the callable takes none
-        if self._process is not None:
-            self._forward(signal.SIGUSR2)
-            if not self._ended.wait(self.stop_seconds):
-                print(f"Training process still running {self.stop_seconds:.0f} s after "
-                      "SIGUSR2; requeueing anyway (it resumes from its previous "
-                      "checkpoint).", flush=True)
-        submitit = import_submitit()
-        return submitit.helpers.DelayedSubmission(
-            TrainJob(self.unit, self.python, self.stop_seconds))
+    # submitit pickles with cloudpickle (one of its dependencies); a module
+    # registered here travels by value, its class included.
+    import cloudpickle  # pylint: disable=import-outside-toplevel
+    cloudpickle.register_pickle_by_value(_slurm_job)
+    return TrainJob(unit.command(python), conditions.REPO_ROOT, unit.log_path,
+                    unit.run_dir, label=unit.label, stop_seconds=stop_seconds)
 
 
 def squeue_states(job_ids):
@@ -364,7 +290,8 @@ class SlurmBackend(base.Backend):
                 self._parameters, job_name=f"tfsm_{unit.condition}_{unit.game}_{unit.seed}",
                 mem=f"{math.ceil(unit.memory_bytes / 2**20)}M")
             self._executor.update_parameters(**parameters)
-            job = self._executor.submit(TrainJob(unit, self.python, self.stop_seconds))
+            job = self._executor.submit(
+                make_train_job(unit, self.python, self.stop_seconds))
             _files.atomic_write_text(
                 os.path.join(unit.run_dir, JOB_FILE),
                 json.dumps({"job_id": str(job.job_id), "folder": self.folder}))
