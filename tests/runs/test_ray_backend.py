@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -212,3 +213,30 @@ def test_missing_ray_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ValueError, match=r"pip install -e '\.\[ray\]'"):
         backends.check_backend_options("ray")
+
+
+def test_stop_file_stops_the_run_without_ray_cancels_interrupt(tmp_path):
+    # The path `RayBackend.cancel` takes besides ray.cancel: the task sees the
+    # run directory's stop file and SIGTERMs its training process.
+    run_dir = str(tmp_path / "run")
+    log_path = str(tmp_path / "run" / "train.log")
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))\n"
+             "print('started', flush=True)\n"
+             "time.sleep(120)\n")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, ray_backend.STOP_FILE), "w", encoding="utf-8"):
+        pass  # a stale request of an earlier submission: removed at the start
+    result = []
+    task = threading.Thread(target=lambda: result.append(ray_backend.run_unit(
+        ["-c", child], run_dir, log_path, {}, poll_seconds=0.05)))
+    task.start()
+    wait_for(lambda: os.path.exists(log_path) and "started" in open(log_path).read(),
+             "the child's start", seconds=30)
+    assert task.is_alive()
+    started = time.time()
+    with open(os.path.join(run_dir, ray_backend.STOP_FILE), "w", encoding="utf-8"):
+        pass
+    task.join(30)
+    assert result == [128 + signal.SIGTERM] and time.time() - started < 10
+    assert "cancelled; sending SIGTERM" in open(log_path).read()

@@ -14,8 +14,9 @@ Faults:
   run directory's lock before it resumes from the newest checkpoint.
 - A run that fails on its own (bad flags, a crash) returns its exit status:
   Ray does not retry it (no `retry_exceptions`), the scheduler reports it.
-- `cancel` is `ray.cancel` without force: it raises KeyboardInterrupt in the
-  task, which SIGTERMs the child (it finishes its step, checkpoints, exits)
+- `cancel` writes a stop file into the run directory and calls `ray.cancel`
+  without force, which raises KeyboardInterrupt in the task; on either the
+  task SIGTERMs the child (it finishes its step, checkpoints, exits)
   and waits for it. The task polls the child rather than blocking in
   `wait()`, so the interrupt is delivered.
 
@@ -49,6 +50,10 @@ INSTALL_HINT = "pip install -e '.[ray]'"
 TASK_FILE = "ray_task.json"
 # Held by the task and its training process; a retry waits for it.
 LOCK_FILE = ".ray_run.lock"
+# Written by `RayBackend.cancel` into the run directory (shared storage):
+# the task stops its run when it sees it, should ray.cancel's interrupt be
+# late or lost (once it had not arrived 8 s after the cancel).
+STOP_FILE = ".ray_stop"
 # What a working_dir shipped to a cluster leaves out (gitignore syntax).
 WORKING_DIR_EXCLUDES = (".git/", ".venv/", "runs/", "bazel-*", "**/__pycache__/",
                         "*.egg-info/", ".pytest_cache/")
@@ -144,19 +149,25 @@ def run_unit(command, run_dir, log_path, env, poll_seconds=0.5):
                   f"{' '.join(argv)}\n")
         log.flush()
         with lock:
+            # A stop request of an earlier, cancelled submission.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run_dir, STOP_FILE))
             child = subprocess.Popen(  # pylint: disable=consider-using-with,subprocess-popen-preexec-fn
                 argv, stdout=log, stderr=subprocess.STDOUT, cwd=worker_repo_root(),
                 env=dict(os.environ, **env), pass_fds=(lock.fileno(),),
                 start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
             _record_attempt(run_dir, child.pid)
+            stop_path = os.path.join(run_dir, STOP_FILE)
             stopping = False
             while True:
                 try:
                     code = child.poll()
                     if code is not None:
                         return code
+                    if not stopping and os.path.exists(stop_path):
+                        raise KeyboardInterrupt
                     time.sleep(poll_seconds)
-                except KeyboardInterrupt:  # ray.cancel: the run checkpoints
+                except KeyboardInterrupt:  # cancelled: the run checkpoints
                     if not stopping:
                         log.write("ray task: cancelled; sending SIGTERM to the "
                                   "training process\n")
@@ -363,6 +374,10 @@ class RayBackend(base.Backend):
         """Cancels the task; it SIGTERMs the training process (whatever
         `signum`: SIGINT and SIGTERM both make it checkpoint and exit)."""
         self._cancelled[id(handle)] = signum
+        with contextlib.suppress(OSError):  # ray.cancel still applies
+            with open(os.path.join(handle.unit.run_dir, STOP_FILE), "w",
+                      encoding="utf-8") as stop:
+                stop.write(f"cancelled by the sweep driver at {time.time()}\n")
         self.ray.cancel(handle.ref, force=False, recursive=False)
 
     def close(self):
