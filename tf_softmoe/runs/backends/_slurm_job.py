@@ -10,6 +10,7 @@ Slurm backend registers this module with cloudpickle to travel by value
 without importing tf_softmoe.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -80,10 +81,8 @@ class TrainJob:
     def _forward(self, signum, _frame=None):
         process = self._process
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # exited since poll()
                 process.send_signal(signum)
-            except ProcessLookupError:  # exited since poll()
-                pass
 
     def __call__(self):
         """Runs the training process to its end; returns its exit status.
@@ -108,8 +107,10 @@ class TrainJob:
         # submitit only logs SIGTERM in the job; the training process needs
         # it (scancel, a preemption) to checkpoint.
         signal.signal(signal.SIGTERM, self._forward)
-        while not self._ended.wait(1.0):
-            pass
+        while not self._ended.is_set():
+            # Short waits: Python runs signal handlers (submitit's SIGUSR2
+            # checkpoint, the SIGTERM forward) in this thread between them.
+            self._ended.wait(timeout=1.0)
         code = codes[0]
         print(f"Training process exited with status {code}.", flush=True)
         if stopped_by_signal(code):
