@@ -222,7 +222,7 @@ def test_stop_file_stops_the_run_without_ray_cancels_interrupt(tmp_path):
     log_path = str(tmp_path / "run" / "train.log")
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))\n"
-             "print('started', flush=True)\n"
+             "print('handler', 'installed', flush=True)\n"
              "time.sleep(120)\n")
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, ray_backend.STOP_FILE), "w", encoding="utf-8"):
@@ -231,7 +231,10 @@ def test_stop_file_stops_the_run_without_ray_cancels_interrupt(tmp_path):
     task = threading.Thread(target=lambda: result.append(ray_backend.run_unit(
         ["-c", child], run_dir, log_path, {}, poll_seconds=0.05)))
     task.start()
-    wait_for(lambda: os.path.exists(log_path) and "started" in open(log_path).read(),
+    # The task's own log line quotes the child's source, so the marker the
+    # child prints must not appear in that source verbatim.
+    wait_for(lambda: os.path.exists(log_path)
+             and "handler installed" in open(log_path).read(),
              "the child's start", seconds=30)
     assert task.is_alive()
     started = time.time()
