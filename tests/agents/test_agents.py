@@ -285,8 +285,10 @@ def test_noisy_collect_policy_explores_and_greedy_policy_keeps_only_expert_noise
 @pytest.mark.parametrize("preset,steps", [("dqn", 1000), ("rainbow", 1600)])
 def test_softmoe_agent_learns_catch(preset, steps):
     """Learning, not just running: near-optimal greedy return on Catch."""
-    tf.random.set_seed(0)
-    np.random.seed(0)
+    # Python's `random` too: tf-keras draws the seed of an unseeded
+    # initializer from it, so without it the initial weights (and whether 1 600
+    # steps suffice) change from process to process.
+    tf.keras.utils.set_random_seed(0)
     env, eval_env = catch(0), catch(1)
     config, network = fast_setup(preset)
     agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())

@@ -142,6 +142,28 @@ def test_resume_continues_without_duplicating_iterations(finished_run, tmp_path)
     assert int(resumed.agent.train_step_counter.numpy()) == int(rows[-1]["updates"])
 
 
+def test_a_seed_reproduces_its_run_and_another_seed_does_not(finished_run, tmp_path):
+    """On one machine, the same config and seed give the same numbers: a
+    run's seed covers Python's, NumPy's and TF's random streams (tf-keras
+    seeds unseeded initializers from Python's)."""
+    timing = ("wall_time", "train_steps_per_second", "eval_steps_per_second")
+
+    def learning_columns(root):
+        return [{k: v for k, v in row.items() if k not in timing}
+                for row in read_rows(root)]
+
+    again = str(tmp_path / "again")
+    experiment.Experiment(catch_config(eval_episodes=2), again, handle_signals=False,
+                          export_on_exit=False).run()
+    assert learning_columns(again) == learning_columns(finished_run[0])
+    other = str(tmp_path / "other_seed")
+    experiment.Experiment(dataclasses.replace(
+        catch_config(eval_episodes=2),
+        schedule=dataclasses.replace(catch_config().schedule, seed=1)),
+        other, handle_signals=False, export_on_exit=False).run()
+    assert learning_columns(other) != learning_columns(finished_run[0])
+
+
 def test_changed_config_is_refused_unless_allowed(finished_run, tmp_path):
     root = copy_of(finished_run, tmp_path)
     other = catch_config(num_iterations=1, learning_rate=1e-3)
