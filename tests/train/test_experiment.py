@@ -152,6 +152,10 @@ def test_a_seed_reproduces_its_run_and_another_seed_does_not(finished_run, tmp_p
         return [{k: v for k, v in row.items() if k not in timing}
                 for row in read_rows(root)]
 
+    # Whatever ran before in this process (another run, a user's own
+    # set_random_seed) must not reach the run.
+    tf.keras.utils.set_random_seed(123)
+    tf.keras.initializers.GlorotUniform()((3, 3))
     again = str(tmp_path / "again")
     experiment.Experiment(catch_config(eval_episodes=2), again, handle_signals=False,
                           export_on_exit=False).run()

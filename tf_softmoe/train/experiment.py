@@ -192,9 +192,10 @@ class Experiment:
             schedule.distribution, tpu_address=schedule.tpu_address)
         distribution_lib.check_batch_split(config.agent.batch_size, self.strategy)
         seed = schedule.seed
-        random.seed(seed)
-        np.random.seed(seed)
-        tf.random.set_seed(seed)
+        # Python's, NumPy's and TF's streams, and tf-keras' own seed generator:
+        # once anything in the process has called set_random_seed, unseeded
+        # initializers draw their seeds from that generator, not from `random`.
+        tf.keras.utils.set_random_seed(seed)
         self.env = make_environment(config, seed)
         self.eval_env = (make_environment(config, seed + EVAL_SEED_OFFSET)
                          if schedule.eval_episodes else None)
