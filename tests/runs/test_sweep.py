@@ -4,6 +4,7 @@ with the local backend running fake processes."""
 import json
 import os
 import signal
+import types
 
 import pytest
 
@@ -282,6 +283,22 @@ def test_progress_table_counts_runs_and_reads_progress_json(tmp_path):
     second = lines[tables[1]]
     assert second == ("Sweep: 1 done, 1 failed, 2 running, 0 pending; 100 agent steps "
                       "left, ETA 0m02s")
+
+
+def test_progress_table_shows_a_run_in_its_evaluation(tmp_path):
+    units = plan(tmp_path, seeds=(0,), games=("Pong",))
+    os.makedirs(units[0].run_dir)
+    units[0].run_directory.write_progress({
+        "phase": "evaluation", "iteration": 1, "agent_steps": 200,
+        "steps_per_second": 25.0, "eval_games": 37, "eval_episodes": 100})
+    scheduler = sweep.Scheduler(units, local.LocalBackend(workers=1,
+                                                          launch=FakeLauncher()))
+    scheduler._active = [types.SimpleNamespace(unit=units[0])]  # pylint: disable=protected-access
+    lines = scheduler.progress_lines()
+    assert lines[1].split() == ["run", "iteration", "agent", "steps", "steps/s"]
+    assert lines[2].split()[-5:] == ["2/2", "eval", "37/100", "200", "25.0"]
+    # The columns stay aligned with the wider cell.
+    assert lines[1].index("steps/s") + len("steps/s") == len(lines[2])
 
 
 def test_progress_table_is_optional_and_checked(tmp_path):

@@ -41,6 +41,8 @@ PROGRESS_LINE = re.compile(
     r"\[catch\] iteration (\d)/2 progress: (\d+)/60 steps \(\d+%\) \| (\d+) steps/s \| "
     r"(\d+) updates \| (\d+) episodes, (last return -?\d+\.\d\d|no return yet) \| "
     r"ETA iteration (\S+), run (\S+)")
+# The line starting the evaluation after an iteration (2 games in catch_config).
+EVALUATION_START = re.compile(r"\[catch\] evaluation after iteration (\d)/2: 2 games")
 
 
 def with_schedule(config, **changes):
@@ -97,7 +99,12 @@ run_progress_records = {}
 
 
 def test_progress_lines_have_every_field(progress_run):
-    _, lines = progress_run
+    _, all_lines = progress_run
+    # Each iteration's evaluation is announced after its last progress line;
+    # its games (5 steps each) take less than progress_seconds, so no more.
+    assert [EVALUATION_START.fullmatch(line)[1] if EVALUATION_START.fullmatch(line)
+            else "" for line in all_lines] == ["", "", "", "1", "", "", "", "2"]
+    lines = [line for line in all_lines if not EVALUATION_START.fullmatch(line)]
     matches = [PROGRESS_LINE.fullmatch(line) for line in lines]
     assert all(matches), lines
     assert [(int(m[1]), int(m[2])) for m in matches] == [
@@ -118,8 +125,16 @@ def test_progress_lines_have_every_field(progress_run):
 def test_each_progress_line_rewrites_progress_json(progress_run):
     root, lines = progress_run
     records = run_progress_records[root]
-    assert len(records) == len(lines) == 6
+    assert len(records) == len(lines) == 8
     for line, values in zip(lines, records):
+        if EVALUATION_START.fullmatch(line):
+            # The training numbers stay; the phase and the games are added.
+            assert values["phase"] == "evaluation"
+            assert (values["eval_games"], values["eval_episodes"]) == (0, 2)
+            assert values["agent_steps"] == (values["iteration"] + 1) * 60
+            assert int(EVALUATION_START.fullmatch(line)[1]) == values["iteration"] + 1
+            continue
+        assert values["phase"] == "training"
         m = PROGRESS_LINE.fullmatch(line)
         assert values["iteration"] + 1 == int(m[1])
         assert values["iteration_steps"] == int(m[2])
@@ -143,7 +158,8 @@ def test_printed_lines_and_metrics_stay_as_they_were(tmp_path, capsys):
     experiment.Experiment(config, root, handle_signals=False,
                           export_on_exit=False).run()
     printed = capsys.readouterr().out.splitlines()
-    iteration_lines = [line for line in printed if " progress: " not in line]
+    iteration_lines = [line for line in printed if " progress: " not in line
+                       and not EVALUATION_START.fullmatch(line)]
     assert [ITERATION_LINE.fullmatch(line)[1] for line in iteration_lines] == ["1", "2"]
     assert [PROGRESS_LINE.fullmatch(line)[2] for line in printed
             if " progress: " in line] == ["30", "60", "30", "60"]
@@ -243,6 +259,55 @@ def test_the_steps_per_second_are_of_the_recent_window():
     drive(monitor, clock, stats, 10, 10)  # 8 steps/s
     assert [re.search(r"(\d+) steps/s", line)[1] for line in lines] == ["2", "8"]
     assert "0 episodes, no return yet" in lines[0]
+
+
+def test_evaluation_lines_by_time_and_its_progress_record():
+    # 100 games after iteration 10 of 10; a game every 20 s of 500 steps; a
+    # line every 30 s.
+    clock = FakeClock(0)
+    lines, records = [], []
+    monitor = progress.IterationMonitor(
+        "RoadRunner", num_iterations=10, steps_per_iteration=10_000, summary_period=0,
+        progress_seconds=30, report=lines.append, record=records.append, clock=clock)
+    stats = loop.PhaseStats(agent_steps=9_970)
+    monitor.begin(9, 99_970, stats)
+    clock.now = 30.0
+    stats.agent_steps = 10_000
+    monitor.update(100_000, stats)  # the last training line: 1 step/s
+    clock.now = 100.0
+    monitor.begin_evaluation(9, 100_000, 100)
+    returns = []
+    for game in range(1, 5):
+        clock.now = 100.0 + 20 * game
+        returns.append(1000.0 * game)
+        monitor.evaluation_episode(returns, 500 * game)
+    assert lines[1:] == [
+        "[RoadRunner] evaluation after iteration 10/10: 100 games",
+        # 2 games in 40 s: 98 more take 1960 s.
+        "[RoadRunner] evaluation after iteration 10/10: 2/100 games | "
+        "mean return 1500.00 | 25 steps/s | ETA 0h32m40s",
+        "[RoadRunner] evaluation after iteration 10/10: 4/100 games | "
+        "mean return 2500.00 | 25 steps/s | ETA 0h32m00s"]
+    assert [(r["phase"], r.get("eval_games")) for r in records] == [
+        ("training", None), ("evaluation", 0), ("evaluation", 2), ("evaluation", 4)]
+    # The training rate stays for the sweep's ETA.
+    assert {r["steps_per_second"] for r in records} == {1.0}
+    assert {(r["iteration"], r["agent_steps"]) for r in records} == {(9, 100_000)}
+    assert records[-1]["eval_episodes"] == 100
+
+
+def test_a_run_resumed_into_its_evaluation_records_without_a_training_line():
+    records = []
+    monitor = progress.IterationMonitor("Pong", 2, 100, summary_period=0,
+                                        progress_seconds=0, report=lambda _: None,
+                                        record=records.append, updates=lambda: 151)
+    monitor.begin_evaluation(1, 200, 10)
+    monitor.evaluation_episode([1.0], 20)  # no line: progress_seconds=0
+    assert records == [{
+        "phase": "evaluation", "iteration": 1, "num_iterations": 2,
+        "iteration_steps": 100, "steps_per_iteration": 100, "agent_steps": 200,
+        "total_steps": 200, "steps_per_second": None, "updates": 151, "episodes": None,
+        "eval_games": 0, "eval_episodes": 10, "updated": records[0]["updated"]}]
 
 
 def test_no_progress_and_no_summaries_means_no_calls():

@@ -499,7 +499,8 @@ class Scheduler:
 
     Every `progress_seconds` while runs are going it prints a progress
     table (`progress_lines`): runs done, failed, running and pending; each
-    running run's iteration, agent steps and steps/s, read from the
+    running run's iteration (and its evaluation games, while it plays
+    them), agent steps and steps/s, read from the
     progress.json its training process rewrites with each of its progress
     lines (so they are as fresh as the run's `progress_seconds`); and the
     sweep's ETA. It reads only the run directories, so it works the same
@@ -614,9 +615,12 @@ class Scheduler:
                 steps_left += unit.remaining_steps
             if rate > 0:
                 total_rate += rate
-            rows.append((unit.label,
-                         f"{iteration + 1}/{unit.num_iterations}"
-                         if isinstance(iteration, int) else "-",
+            where = (f"{iteration + 1}/{unit.num_iterations}"
+                     if isinstance(iteration, int) else "-")
+            if progress.get("phase") == "evaluation":
+                where += (f" eval {progress.get('eval_games', '?')}/"
+                          f"{progress.get('eval_episodes', '?')}")
+            rows.append((unit.label, where,
                          f"{agent_steps:,}" if isinstance(agent_steps, int) else "-",
                          f"{rate:.1f}" if rate > 0 else "-"))
         steps_left += sum(unit.remaining_steps for unit in self._pending)
@@ -626,9 +630,11 @@ class Scheduler:
                  f"ETA {format_duration(eta)}"]
         if rows:
             width = max(len("run"), *(len(row[0]) for row in rows))
-            lines.append(f"  {'run':<{width}}  iteration  {'agent steps':>12}  steps/s")
-            lines.extend(f"  {label:<{width}}  {iteration:>9}  {steps:>12}  {rate:>7}"
-                         for label, iteration, steps, rate in rows)
+            where = max(len("iteration"), *(len(row[1]) for row in rows))
+            lines.append(f"  {'run':<{width}}  {'iteration':>{where}}  "
+                         f"{'agent steps':>12}  steps/s")
+            lines.extend(f"  {label:<{width}}  {iteration:>{where}}  {steps:>12}  "
+                         f"{rate:>7}" for label, iteration, steps, rate in rows)
         return lines
 
 

@@ -381,10 +381,13 @@ class Experiment:
         # Seeded per iteration: the evaluation after iteration i plays the
         # same games whether or not the run was resumed before it.
         self.eval_env.seed(schedule.seed + EVAL_SEED_OFFSET + self.iteration)
+        self.monitor.begin_evaluation(self.iteration, self.trainer.agent_step,
+                                      schedule.eval_episodes)
         returns, lengths = loop.evaluate(
             self.eval_env, self._eval_act, schedule.eval_episodes,
             max_steps=schedule.eval_max_steps,
-            should_stop=lambda: self._stop_signal is not None)
+            should_stop=lambda: self._stop_signal is not None,
+            on_episode=self.monitor.evaluation_episode)
         if self._stop_signal is not None:
             logging.warning("Evaluation after iteration %d stopped after %d of %d "
                             "games; it is played again in full on resume.",

@@ -357,7 +357,7 @@ class Trainer:
 
 
 def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
-             jit_compile=False, should_stop=None):
+             jit_compile=False, should_stop=None, on_episode=None):
     """Plays up to `num_episodes` full episodes (games) and returns their RAW
     returns and lengths (lists).
 
@@ -372,6 +372,8 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
         `learner.resolve_policy_jit_compile`).
       should_stop: optional callable checked before every step; when it
         returns True the games finished so far are returned.
+      on_episode: optional callable `on_episode(returns, steps)` after each
+        game ends, with the returns so far and the agent steps played.
     """
     act = (CompiledPolicy(policy, jit_compile=jit_compile).action
            if hasattr(policy, "time_step_spec") else policy)
@@ -400,6 +402,8 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
             returns.append(float(episode_return))
             lengths.append(int(episode_length))
             episode_return, episode_length = 0.0, 0
+            if on_episode is not None:
+                on_episode(returns, steps)
         if time_step.is_last():
             time_step = env.reset()
     return returns, lengths

@@ -12,7 +12,11 @@ and the per-iteration line and scalars come only at its end. An
   per-iteration line, so they read the same in a terminal, a pipe or a
   batch job's log file;
 - TensorBoard scalars every `summary_period` agent steps (the reference's
-  `summary_writing_frequency`), see `summaries`.
+  `summary_writing_frequency`), see `summaries`;
+- during an iteration's evaluation games (100 for DER, minutes to a quarter
+  of an hour on a CPU): a line when they start and, every
+  `progress_seconds`, one with the games played, their mean return, the
+  steps/s of play and the ETA of the evaluation.
 
 `Trainer.run` asks one question per agent step: `step >= monitor.next_step
 or monitor.clock() >= monitor.next_time`; everything else (strings,
@@ -85,6 +89,8 @@ class IterationMonitor:
         self.iteration = 0
         self.next_step = math.inf
         self.next_time = math.inf
+        self._last_record = None
+        self._evaluation = None
 
     # ------------------------------------------------------------- schedule
     @staticmethod
@@ -117,13 +123,74 @@ class IterationMonitor:
             self._next_summary_step = self._next_multiple(step, self.summary_period)
         if step >= self._next_progress_step or now >= self._next_progress_time:
             self.report(self.line(stats, now))
+            self._last_record = self.progress_record(step, stats, now)
             if self.record is not None:
-                self.record(self.progress_record(step, stats, now))
+                self.record(self._last_record)
             self._line_mark = (now, stats.agent_steps)
             self._next_progress_step = self._next_multiple(step, self.progress_steps)
             if self.progress_seconds > 0:
                 self._next_progress_time = now + self.progress_seconds
         self._reschedule()
+
+    # ----------------------------------------------------------- evaluation
+    def begin_evaluation(self, iteration, step, games):
+        """Starts the evaluation after iteration `iteration` (0-based), at
+        agent step `step`, of `games` games: reports a line saying so."""
+        now = self.clock()
+        self._evaluation = {"iteration": iteration, "step": int(step), "games": games,
+                            "start": now, "next_time": (
+                                now + self.progress_seconds
+                                if self.progress_seconds > 0 else math.inf)}
+        self.report(f"[{self.name}] evaluation after iteration "
+                    f"{iteration + 1}/{self.num_iterations}: {games} games")
+        self._record_evaluation(0, now)
+
+    def evaluation_episode(self, returns, steps):
+        """Called when an evaluation game ends, with the returns of the games
+        played so far and the agent steps they took; reports a line when
+        `progress_seconds` have passed since the previous one."""
+        evaluation = self._evaluation
+        now = self.clock()
+        if evaluation is None or now < evaluation["next_time"]:
+            return
+        evaluation["next_time"] = now + self.progress_seconds
+        self.report(self.evaluation_line(returns, steps, now))
+        self._record_evaluation(len(returns), now)
+
+    def evaluation_line(self, returns, steps, now):
+        """The evaluation's progress line after `returns` games of `steps`
+        agent steps in all, at clock time `now`."""
+        evaluation = self._evaluation
+        seconds = now - evaluation["start"]
+        rate = steps / seconds if seconds > 0 else float("nan")
+        played = len(returns)
+        eta = ((evaluation["games"] - played) * seconds / played if played
+               else float("nan"))
+        return (f"[{self.name}] evaluation after iteration "
+                f"{evaluation['iteration'] + 1}/{self.num_iterations}: "
+                f"{played}/{evaluation['games']} games | "
+                f"mean return {_mean(returns):.2f} | {rate:.0f} steps/s | "
+                f"ETA {format_seconds(eta)}")
+
+    def _record_evaluation(self, played, now):
+        if self.record is None:
+            return
+        evaluation = self._evaluation
+        # The training numbers of the newest line stay (a sweep's ETA is
+        # made of training rates); a run resumed into its evaluation has none.
+        values = dict(self._last_record or {
+            "iteration": evaluation["iteration"], "num_iterations": self.num_iterations,
+            "iteration_steps": self.steps_per_iteration,
+            "steps_per_iteration": self.steps_per_iteration,
+            "agent_steps": evaluation["step"],
+            "total_steps": self.num_iterations * self.steps_per_iteration,
+            "steps_per_second": None,
+            "updates": self._updates() if self._updates is not None else None,
+            "episodes": None})
+        values.update(phase="evaluation", iteration=evaluation["iteration"],
+                      agent_steps=evaluation["step"], eval_games=played,
+                      eval_episodes=evaluation["games"], updated=time.time())
+        self.record(values)
 
     def diagnostics(self, diagnostics, step):
         """Diagnostics taken within the iteration, to TensorBoard."""
@@ -157,13 +224,16 @@ class IterationMonitor:
                 f"run {format_seconds(run_eta)}")
 
     def progress_record(self, step, stats, now):
-        """The progress of the line at `now` as plain values: `iteration`
-        (0-based) and `num_iterations`, `iteration_steps` of
-        `steps_per_iteration`, the run's `agent_steps` (`step`) and
-        `total_steps`, `steps_per_second` since the previous line (None when
-        unknown), `updates`, `episodes`, and `updated` (Unix time)."""
+        """The progress of the line at `now` as plain values: `phase`
+        ("training"), `iteration` (0-based) and `num_iterations`,
+        `iteration_steps` of `steps_per_iteration`, the run's `agent_steps`
+        (`step`) and `total_steps`, `steps_per_second` since the previous line
+        (None when unknown), `updates`, `episodes`, and `updated` (Unix time).
+        During an evaluation the record keeps these and has `phase`
+        "evaluation", `eval_games` played of `eval_episodes`."""
         rate = self._rate(self._line_mark, now, stats.agent_steps)
         return {
+            "phase": "training",
             "iteration": self.iteration, "num_iterations": self.num_iterations,
             "iteration_steps": stats.agent_steps,
             "steps_per_iteration": self.steps_per_iteration,
