@@ -188,6 +188,32 @@ def test_der_runs_score_on_evaluation_and_rainbow_runs_on_training(tmp_path):
     assert "`eval_episode_return` for atari100k_cond" in analysis.render_report(result)
 
 
+def test_an_unfinished_run_that_evaluates_at_the_end_is_listed_not_refused(tmp_path):
+    # --eval_schedule=final: until its last iteration a DER run's metrics.csv
+    # has no evaluation column at all; the run is incomplete, not an error.
+    root = str(tmp_path / "sweep")
+    write_protocol_run(root, "der_done", "der", [raw(BREAKOUT, 0.1), raw(BREAKOUT, 0.2)],
+                       ["", raw(BREAKOUT, 0.8)])
+    run_dir = os.path.join(root, "der_going", "Breakout", "seed_0")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as handle:
+        json.dump({"game": "Breakout", "protocol": "der", "agent": {}, "network": {},
+                   "schedule": {"num_iterations": 2, "eval_episodes": 100}}, handle)
+    with open(os.path.join(run_dir, "metrics.csv"), "w") as handle:
+        handle.write(f"iteration,agent_steps,train_episode_return\n0,100,{raw(BREAKOUT, 0.3)}\n")
+    result = analysis.analyze(root, reps=50, backend="numpy")
+    per_run = result.per_run.set_index("condition")
+    assert per_run.loc["der_done", "final_human_normalized_score"] == pytest.approx(0.8)
+    assert per_run.loc["der_going", "status"] == "incomplete (1/2)"
+    assert np.isnan(per_run.loc["der_going", "final_human_normalized_score"])
+    # Without evaluation games in its config, the missing column is an error.
+    with open(os.path.join(run_dir, "config.json"), "w") as handle:
+        json.dump({"game": "Breakout", "protocol": "der", "agent": {}, "network": {},
+                   "schedule": {"num_iterations": 2, "eval_episodes": 0}}, handle)
+    with pytest.raises(ValueError, match="--eval_episodes=0; use --score=train"):
+        analysis.analyze(root, reps=50, backend="numpy")
+
+
 def test_corrupt_config_falls_back_on_the_condition_name(tmp_path):
     root = str(tmp_path / "sweep")
     write_protocol_run(root, "der_cond", "der", [raw(BREAKOUT, 0.1), raw(BREAKOUT, 0.2)],

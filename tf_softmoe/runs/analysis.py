@@ -113,15 +113,20 @@ def read_run(record, score_column):
     if not rows:
         return record
     if score_column not in fields:
-        raise ValueError(
-            f"{run.metrics_path} has no column {score_column!r}" + (
-                " (the run was trained with --eval_episodes=0; use --score=train)"
-                if score_column.startswith("eval") else "") + ".")
+        if not _evaluates_later(record, score_column):
+            raise ValueError(
+                f"{run.metrics_path} has no column {score_column!r}" + (
+                    " (the run was trained with --eval_episodes=0; use --score=train)"
+                    if score_column.startswith("eval") else "") + ".")
+        # A run that evaluates only after its last iteration
+        # (--eval_schedule=final) and has not got there yet: no score so far.
+        fields = list(fields) + [score_column]
     by_iteration = {}
     for row in rows:
         by_iteration[int(_number(row["iteration"]))] = row
     ordered = [by_iteration[i] for i in sorted(by_iteration)]
-    record.returns = np.array([_number(r[score_column]) for r in ordered], np.float64)
+    record.returns = np.array([_number(r.get(score_column)) for r in ordered],
+                              np.float64)
     record.agent_steps = np.array([_number(r.get("agent_steps")) for r in ordered],
                                   np.float64)
     if record.scheduled_iterations is None:
@@ -129,6 +134,16 @@ def read_run(record, score_column):
         if config:
             record.scheduled_iterations = int(config["schedule"]["num_iterations"])
     return record
+
+
+def _evaluates_later(record, score_column):
+    """Whether `record`'s config.json says it plays evaluation games, so a
+    missing evaluation column means none has been played yet."""
+    config = _stored_config(record)
+    if not score_column.startswith("eval") or not config:
+        return False
+    episodes = config.get("schedule", {}).get("eval_episodes")
+    return isinstance(episodes, (int, float)) and episodes > 0
 
 
 def discover_runs(sweep_root, conditions=None, score="train"):
