@@ -13,6 +13,8 @@ experiments/train.py, laid out by experiments/sweep.py), and writes to
     per_run.csv                every expected run: status, final raw score,
                                human-normalised score, the column scored
     learning_curves.csv        IQM per iteration with its interval
+    run_curves.csv             every run's raw score per iteration (counted
+                               or not), drawn per game in run_curves.png
     probability_of_improvement.csv
     learning_curves.png        IQM over training with interval bands
     aggregate_intervals.png    the four aggregates with their intervals

@@ -121,6 +121,24 @@ def test_horizon_and_incomplete_runs(sweep_root):
     assert aggregate(early, "A", "mean").point == pytest.approx(0.15)
 
 
+def test_run_curves_hold_every_written_iteration_of_every_run(sweep_root):
+    result = analysis.analyze(sweep_root, reps=50, backend="numpy")
+    curves = result.run_curves
+    # 11 runs written, 2 iterations each; the missing run has no rows.
+    assert len(curves) == 22
+    assert not ((curves.condition == MISSING[0]) & (curves.game == MISSING[1])
+                & (curves.seed == MISSING[2])).any()
+    for (condition, game, seed), values in RETURNS.items():
+        run = curves[(curves.condition == condition) & (curves.game == game)
+                     & (curves.seed == seed)].sort_values("iteration")
+        np.testing.assert_array_equal(run.raw_score, values)  # NaN stays NaN
+        assert list(run.agent_steps) == [100, 200]
+    # Up to the horizon only.
+    early = analysis.analyze(sweep_root, iterations=1, reps=50, backend="numpy")
+    assert set(early.run_curves.iteration) == {0}
+    assert set(early.run_curves.status) == {"complete"}
+
+
 def test_outputs_written(sweep_root, tmp_path):
     out_dir = str(tmp_path / "out")
     result = analysis.analyze(sweep_root, reps=200, backend="numpy")
@@ -128,7 +146,8 @@ def test_outputs_written(sweep_root, tmp_path):
     names = set(os.listdir(out_dir))
     assert {"report.md", "aggregates.csv", "per_run.csv", "learning_curves.csv",
             "probability_of_improvement.csv", "aggregate_intervals.png",
-            "learning_curves.png", "probability_of_improvement.png"} <= names
+            "learning_curves.png", "probability_of_improvement.png",
+            "run_curves.csv", "run_curves.png"} <= names
     with open(report) as handle:
         text = handle.read()
     assert "> **Pipeline test**" in text
@@ -206,6 +225,9 @@ def test_an_unfinished_run_that_evaluates_at_the_end_is_listed_not_refused(tmp_p
     assert per_run.loc["der_done", "final_human_normalized_score"] == pytest.approx(0.8)
     assert per_run.loc["der_going", "status"] == "incomplete (1/2)"
     assert np.isnan(per_run.loc["der_going", "final_human_normalized_score"])
+    # It is still drawn, as not counted, with no score yet.
+    going = result.run_curves[result.run_curves.condition == "der_going"]
+    assert list(going.status) == ["incomplete (1/2)"] and going.raw_score.isna().all()
     # Without evaluation games in its config, the missing column is an error.
     with open(os.path.join(run_dir, "config.json"), "w") as handle:
         json.dump({"game": "Breakout", "protocol": "der", "agent": {}, "network": {},

@@ -330,6 +330,10 @@ class Analysis:
       aggregates: condition, metric, point, lower, upper, runs_per_game,
         games.
       curves: condition, iteration, agent_steps, iqm, lower, upper.
+      run_curves: condition, game, seed, status, iteration, agent_steps,
+        raw_score: the raw score of every iteration every run has written
+        (counted or not; NaN where no episode ended), what the per-game
+        plot draws. With one or two seeds it says more than the IQM.
       improvement: condition, baseline, probability, lower, upper.
       baseline: the condition of the probabilities of improvement.
       backends: the bootstrap implementation of each table.
@@ -345,6 +349,7 @@ class Analysis:
     aggregates: "object"
     curves: "object"
     improvement: "object"
+    run_curves: "object"
     baseline: Optional[str]
     backends: Dict[str, str]
     settings: Dict[str, object]
@@ -440,6 +445,13 @@ def analyze(sweep_root, conditions=None, score="auto", iterations=None,
             poi_rows.append({"condition": condition, "baseline": baseline,
                              "probability": estimate.point, "lower": estimate.lower,
                              "upper": estimate.upper})
+    run_curve_rows = [
+        {"condition": s.record.condition, "game": s.record.game, "seed": s.record.seed,
+         "status": s.status, "iteration": iteration,
+         "agent_steps": s.record.agent_steps[iteration],
+         "raw_score": s.record.returns[iteration]}
+        for s in scored if s.record.condition in conditions
+        for iteration in range(min(s.record.iterations, iterations))]
     used_columns = {}
     for record in records:
         used_columns.setdefault(SCORE_COLUMNS[record.score], []).append(record.condition)
@@ -460,6 +472,9 @@ def analyze(sweep_root, conditions=None, score="auto", iterations=None,
             "condition", "iteration", "agent_steps", "iqm", "lower", "upper"]),
         improvement=pd.DataFrame(poi_rows, columns=[
             "condition", "baseline", "probability", "lower", "upper"]),
+        run_curves=pd.DataFrame(run_curve_rows, columns=[
+            "condition", "game", "seed", "status", "iteration", "agent_steps",
+            "raw_score"]),
         baseline=baseline, backends=backends, settings=settings,
         conditions_without_runs=without_runs)
 
@@ -489,7 +504,7 @@ def _markdown_table(header, rows):
 
 
 def write_outputs(analysis, out_dir, label=None, title=None):
-    """Writes the CSV tables, the three PNG plots and report.md to `out_dir`.
+    """Writes the CSV tables, the PNG plots and report.md to `out_dir`.
 
     Returns:
       The path of report.md.
@@ -500,6 +515,7 @@ def write_outputs(analysis, out_dir, label=None, title=None):
     analysis.curves.to_csv(os.path.join(out_dir, "learning_curves.csv"), index=False)
     analysis.improvement.to_csv(os.path.join(out_dir, "probability_of_improvement.csv"),
                                 index=False)
+    analysis.run_curves.to_csv(os.path.join(out_dir, "run_curves.csv"), index=False)
     from tf_softmoe.runs import plots  # pylint: disable=import-outside-toplevel
     figures = []
     if not analysis.aggregates.empty:
@@ -513,6 +529,9 @@ def write_outputs(analysis, out_dir, label=None, title=None):
         plots.plot_probability_of_improvement(
             analysis, os.path.join(out_dir, "probability_of_improvement.png"), title)
         figures.append(("Probability of improvement", "probability_of_improvement.png"))
+    if analysis.run_curves.raw_score.notna().any():
+        plots.plot_run_curves(analysis, os.path.join(out_dir, "run_curves.png"), title)
+        figures.append(("Raw score of every run per game", "run_curves.png"))
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as handle:
         handle.write(render_report(analysis, figures, label, title))

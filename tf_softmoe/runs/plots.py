@@ -95,3 +95,40 @@ def plot_probability_of_improvement(analysis, path, title=None):
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_run_curves(analysis, path, title=None):
+    """Raw score over frames of every run, one panel per game, one colour
+    per condition, one line per seed (a run not counted is dashed)."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+    curves = analysis.run_curves.dropna(subset=["raw_score"])
+    games = [game for game in analysis.games if (curves.game == game).any()]
+    columns = min(len(games), 3)
+    rows = -(-len(games) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows),
+                                squeeze=False)
+    colours = {condition: f"C{i}" for i, condition in enumerate(analysis.conditions)}
+    for axis, game in zip(axes.flat, games):
+        for condition in analysis.conditions:
+            for seed, run in curves[(curves.game == game)
+                                    & (curves.condition == condition)].groupby("seed"):
+                counted = (run.status == "complete").all()
+                axis.plot(4 * run.agent_steps, run.raw_score, marker="o", markersize=3,
+                          color=colours[condition], linestyle="-" if counted else "--",
+                          label=f"{condition} (seed {seed}"
+                          + ("" if counted else ", not counted") + ")")
+        axis.set_title(game, fontsize=9)
+        axis.set_xlabel("Frames (4 per agent step)", fontsize=8)
+        axis.set_ylabel("Raw score", fontsize=8)
+        axis.xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda x, _: _format_steps(x)))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6)
+    for axis in list(axes.flat)[len(games):]:
+        axis.set_visible(False)
+    figure.suptitle(title or "Raw score of every run", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
