@@ -69,3 +69,11 @@ def test_evaluate_commands_run_on_the_run(run_dir):
         assert result.returncode == 0, result.stderr[-3000:]
         assert "catch: 3 episodes from" in result.stdout
         assert "mean raw return" in result.stdout
+        # Each episode is printed as it ends, before the summary.
+        lines = result.stdout.splitlines()
+        episodes = [i for i, line in enumerate(lines)
+                    if re.fullmatch(r"  episode \d: return -?\d+, 5 steps", line)]
+        assert [lines[i].split(":")[0] for i in episodes] == [
+            f"  episode {k}" for k in range(3)]
+        assert episodes[-1] < next(i for i, line in enumerate(lines)
+                                   if line.startswith("catch: 3 episodes from"))

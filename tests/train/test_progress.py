@@ -280,7 +280,7 @@ def test_evaluation_lines_by_time_and_its_progress_record():
     for game in range(1, 5):
         clock.now = 100.0 + 20 * game
         returns.append(1000.0 * game)
-        monitor.evaluation_episode(returns, 500 * game)
+        monitor.evaluation_episode(returns, [500] * game, 500 * game)
     assert lines[1:] == [
         "[RoadRunner] evaluation after iteration 10/10: 100 games",
         # 2 games in 40 s: 98 more take 1960 s.
@@ -302,7 +302,7 @@ def test_a_run_resumed_into_its_evaluation_records_without_a_training_line():
                                         progress_seconds=0, report=lambda _: None,
                                         record=records.append, updates=lambda: 151)
     monitor.begin_evaluation(1, 200, 10)
-    monitor.evaluation_episode([1.0], 20)  # no line: progress_seconds=0
+    monitor.evaluation_episode([1.0], [20], 20)  # no line: progress_seconds=0
     assert records == [{
         "phase": "evaluation", "iteration": 1, "num_iterations": 2,
         "iteration_steps": 100, "steps_per_iteration": 100, "agent_steps": 200,

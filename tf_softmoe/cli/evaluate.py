@@ -10,7 +10,8 @@ From an exported policy (the policy/ directory a run writes on exit):
         --video=pong.mp4
 
 (`python experiments/evaluate.py ...` is the same program.) Prints every
-episode's raw return and the mean raw and human-normalised scores. Actions
+episode's raw return as it ends (100 Atari games can take half an hour on a
+CPU), then the mean raw and human-normalised scores. Actions
 are ε-greedy with ε = the run's epsilon_eval (0.001) unless --epsilon is
 given. Exit status: 0 done, 1 invalid flags, 2 a run whose config.json or
 checkpoints cannot be read.
@@ -58,7 +59,7 @@ def main(argv):
             root_dir=FLAGS.root_dir, policy_dir=FLAGS.policy_dir,
             checkpoint=FLAGS.checkpoint, num_episodes=FLAGS.num_episodes,
             epsilon=FLAGS.epsilon, max_steps=FLAGS.max_steps, seed=FLAGS.seed,
-            video=FLAGS.video)
+            video=FLAGS.video, on_episode=_print_episode)
     except (experiment.ConfigMismatchError, checkpoints.CheckpointError) as error:
         return _scripts.report_error(str(error), status=2)
     except ValueError as error:
@@ -67,8 +68,6 @@ def main(argv):
         print(f"video: {FLAGS.video} ({result.video_frames} frames)")
     print(f"{result.config.game}: {len(result.returns)} episodes from {result.source} "
           f"(ε = {result.epsilon})")
-    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
-        print(f"  episode {i}: return {ret:g}, {length} steps")
     if not result.returns:
         print("No episode finished before --max_steps; raise it to score the agent.")
     elif math.isnan(result.human_normalized):
@@ -78,6 +77,12 @@ def main(argv):
         print(f"mean raw return {result.mean_return:.2f}; human-normalised "
               f"{result.human_normalized:.4f}")
     return 0
+
+
+def _print_episode(returns, lengths, steps):
+    del steps
+    print(f"  episode {len(returns) - 1}: return {returns[-1]:g}, {lengths[-1]} steps",
+          flush=True)
 
 
 def run():

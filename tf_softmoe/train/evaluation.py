@@ -93,7 +93,7 @@ def check_arguments(num_episodes, epsilon, max_steps):
 
 
 def evaluate_run(root_dir=None, policy_dir=None, checkpoint=None, num_episodes=10,
-                 epsilon=None, max_steps=None, seed=12345, video=None):
+                 epsilon=None, max_steps=None, seed=12345, video=None, on_episode=None):
     """Plays `num_episodes` with a run's agent.
 
     Args:
@@ -106,6 +106,8 @@ def evaluate_run(root_dir=None, policy_dir=None, checkpoint=None, num_episodes=1
       epsilon: ε of the ε-greedy actions (None: the run's epsilon_eval).
       seed: seed of the evaluation environment.
       video: write the first episode to this .mp4 file.
+      on_episode: optional callable `(returns, lengths, steps)` after each
+        episode ends (`loop.evaluate`'s), e.g. to print it as it comes.
 
     Raises:
       ValueError: invalid arguments, or a directory that is not a run.
@@ -141,7 +143,8 @@ def evaluate_run(root_dir=None, policy_dir=None, checkpoint=None, num_episodes=1
     jit = learner.resolve_policy_jit_compile(config.schedule.policy_jit_compile,
                                              config.network)
     returns, lengths = loop.evaluate(env, actor, num_episodes, max_steps=max_steps,
-                                     on_step=recorder, jit_compile=jit)
+                                     on_step=recorder, jit_compile=jit,
+                                     on_episode=on_episode)
     frames = 0
     if recorder is not None:
         recorder.write()

@@ -372,8 +372,9 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
         `learner.resolve_policy_jit_compile`).
       should_stop: optional callable checked before every step; when it
         returns True the games finished so far are returned.
-      on_episode: optional callable `on_episode(returns, steps)` after each
-        game ends, with the returns so far and the agent steps played.
+      on_episode: optional callable `on_episode(returns, lengths, steps)`
+        after each game ends, with the returns and lengths so far and the
+        agent steps played.
     """
     act = (CompiledPolicy(policy, jit_compile=jit_compile).action
            if hasattr(policy, "time_step_spec") else policy)
@@ -403,7 +404,7 @@ def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
             lengths.append(int(episode_length))
             episode_return, episode_length = 0.0, 0
             if on_episode is not None:
-                on_episode(returns, steps)
+                on_episode(returns, lengths, steps)
         if time_step.is_last():
             time_step = env.reset()
     return returns, lengths

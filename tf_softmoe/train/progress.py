@@ -145,10 +145,12 @@ class IterationMonitor:
                     f"{iteration + 1}/{self.num_iterations}: {games} games")
         self._record_evaluation(0, now)
 
-    def evaluation_episode(self, returns, steps):
-        """Called when an evaluation game ends, with the returns of the games
-        played so far and the agent steps they took; reports a line when
+    def evaluation_episode(self, returns, lengths, steps):
+        """Called when an evaluation game ends, with the returns and lengths
+        of the games played so far and the agent steps they took (as
+        `loop.evaluate`'s `on_episode`); reports a line when
         `progress_seconds` have passed since the previous one."""
+        del lengths  # the line shows the steps/s of all of them
         evaluation = self._evaluation
         now = self.clock()
         if evaluation is None or now < evaluation["next_time"]:
