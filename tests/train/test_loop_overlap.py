@@ -75,8 +75,8 @@ def test_actions_between_updates_come_from_the_previous_updates_network():
 
 def test_dqn_softmoe_learns_catch_with_overlapped_updates():
     # Python's `random` too: tf-keras draws the seed of an unseeded
-    # initializer from it, so without it the initial weights (and whether 1 600
-    # steps suffice) change from process to process.
+    # initializer from it, so without it the initial weights (and whether
+    # 1 000 steps suffice) change from process to process.
     tf.keras.utils.set_random_seed(0)
     trainer, agent, _, _ = make_trainer("dqn", overlap=True)
     stats = trainer.run(1000)

@@ -119,8 +119,8 @@ def read_run(record, score_column):
                     " (the run was trained with --eval_episodes=0; use --score=train)"
                     if score_column.startswith("eval") else "") + ".")
         # A run that evaluates only after its last iteration
-        # (--eval_schedule=final) and has not got there yet: no score so far.
-        fields = list(fields) + [score_column]
+        # (--eval_schedule=final) and has not got there yet: no score so far
+        # (`r.get` below reads NaN).
     by_iteration = {}
     for row in rows:
         by_iteration[int(_number(row["iteration"]))] = row

@@ -12,6 +12,12 @@ def _format_steps(value):
     return f"{value:g}"
 
 
+def _frames_axis(matplotlib, axis):
+    """Agent steps shown as frames (4 per step), with k/M units."""
+    axis.xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda x, _: _format_steps(x)))
+
+
 def plot_learning_curves(analysis, path, title=None):
     """IQM human-normalised score over frames, with interval bands."""
     import matplotlib  # pylint: disable=import-outside-toplevel
@@ -30,8 +36,7 @@ def plot_learning_curves(analysis, path, title=None):
                           color=line.lines[0].get_color())
     axis.set_xlabel("Frames (4 per agent step)")
     axis.set_ylabel("IQM human-normalised score")
-    axis.xaxis.set_major_formatter(
-        matplotlib.ticker.FuncFormatter(lambda x, _: _format_steps(x)))
+    _frames_axis(matplotlib, axis)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     axis.set_title(title or "IQM learning curves (95 % stratified-bootstrap CIs)",
@@ -122,8 +127,7 @@ def plot_run_curves(analysis, path, title=None):
         axis.set_title(game, fontsize=9)
         axis.set_xlabel("Frames (4 per agent step)", fontsize=8)
         axis.set_ylabel("Raw score", fontsize=8)
-        axis.xaxis.set_major_formatter(
-            matplotlib.ticker.FuncFormatter(lambda x, _: _format_steps(x)))
+        _frames_axis(matplotlib, axis)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6)
     for axis in list(axes.flat)[len(games):]:

@@ -630,10 +630,10 @@ class Scheduler:
                  f"ETA {format_duration(eta)}"]
         if rows:
             width = max(len("run"), *(len(row[0]) for row in rows))
-            where = max(len("iteration"), *(len(row[1]) for row in rows))
-            lines.append(f"  {'run':<{width}}  {'iteration':>{where}}  "
+            cell = max(len("iteration"), *(len(row[1]) for row in rows))
+            lines.append(f"  {'run':<{width}}  {'iteration':>{cell}}  "
                          f"{'agent steps':>12}  steps/s")
-            lines.extend(f"  {label:<{width}}  {iteration:>{where}}  {steps:>12}  "
+            lines.extend(f"  {label:<{width}}  {iteration:>{cell}}  {steps:>12}  "
                          f"{rate:>7}" for label, iteration, steps, rate in rows)
         return lines
 

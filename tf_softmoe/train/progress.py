@@ -143,7 +143,7 @@ class IterationMonitor:
                                 if self.progress_seconds > 0 else math.inf)}
         self.report(f"[{self.name}] evaluation after iteration "
                     f"{iteration + 1}/{self.num_iterations}: {games} games")
-        self._record_evaluation(0, now)
+        self._record_evaluation(0)
 
     def evaluation_episode(self, returns, lengths, steps):
         """Called when an evaluation game ends, with the returns and lengths
@@ -157,7 +157,7 @@ class IterationMonitor:
             return
         evaluation["next_time"] = now + self.progress_seconds
         self.report(self.evaluation_line(returns, steps, now))
-        self._record_evaluation(len(returns), now)
+        self._record_evaluation(len(returns))
 
     def evaluation_line(self, returns, steps, now):
         """The evaluation's progress line after `returns` games of `steps`
@@ -174,7 +174,7 @@ class IterationMonitor:
                 f"mean return {_mean(returns):.2f} | {rate:.0f} steps/s | "
                 f"ETA {format_seconds(eta)}")
 
-    def _record_evaluation(self, played, now):
+    def _record_evaluation(self, played):
         if self.record is None:
             return
         evaluation = self._evaluation
