@@ -267,6 +267,11 @@ def test_priorities_follow_the_per_sample_loss():
 def test_noisy_collect_policy_explores_and_greedy_policy_keeps_only_expert_noise():
     """As the reference: eval_mode turns off the hidden/head noise but never
     reaches the experts; `expert_noise_in_eval=False` turns theirs off too."""
+    # Seeded: the experts' noise alone moves the greedy action only where the
+    # initial Q-values are close, which depends on the initial weights (one
+    # unseeded CI process saw a single action in 40 draws; seeds 0-9 all see
+    # two or three).
+    tf.keras.utils.set_random_seed(0)
     env = catch(0)
     config, network = fast_setup("rainbow", noisy_sigma0=5.0)
     agent = agents.make_agent(config, network, env.time_step_spec(), env.action_spec())
