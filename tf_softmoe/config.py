@@ -371,6 +371,17 @@ class ScheduleConfig(_config.DictConfig):
       eval_max_steps: cap on the agent steps of one evaluation in total, or
         None for no cap (each game is still capped by the environment's
         `max_episode_steps`); games unfinished at the cap are not counted.
+      eval_envs: environments the evaluation plays in at once, with one
+        batched policy call per agent step for all of them (about 3x the
+        agent steps/s of one environment on a CPU, more on a GPU;
+        docs/performance.md). The games are split evenly between the
+        environments before the first step and each environment plays its
+        share to the end, so the games counted are the same as when played
+        one after another (stopping at the first `eval_episodes` to finish
+        would favour short games). 100 for the "der" protocol: the
+        reference's DataEfficientAtariRunner plays its 100 games in 100
+        environments, one game each (`num_eval_envs=100`,
+        `eval_one_to_one=True`). 1 plays them one after another.
       diagnostics_period: updates between diagnostic summaries (dormant
         neurons, srank, Q statistics, expert usage, ...), written to
         TensorBoard at the agent step they are taken; they are also taken at
@@ -413,6 +424,7 @@ class ScheduleConfig(_config.DictConfig):
     eval_episodes: int = 0
     eval_schedule: str = _choice("every_iteration", EVAL_SCHEDULES)
     eval_max_steps: Optional[int] = 125_000
+    eval_envs: int = 1
     diagnostics_period: int = 2_500
     summary_period: int = 500
     progress_seconds: float = 30.0
@@ -436,7 +448,8 @@ class ScheduleConfig(_config.DictConfig):
     def __post_init__(self):
         _config.check_types(self)
         _check_choices(self)
-        for name in ("num_iterations", "steps_per_iteration", "keep_checkpoints"):
+        for name in ("num_iterations", "steps_per_iteration", "keep_checkpoints",
+                     "eval_envs"):
             _config.check_range(name, getattr(self, name), 1)
         if self.eval_max_steps is not None:
             _config.check_range("eval_max_steps", self.eval_max_steps, 1)
@@ -453,16 +466,17 @@ class ScheduleConfig(_config.DictConfig):
 # The evaluation each protocol's reference runner does (dopamine-rl 4.1.2).
 # "der": `DataEfficientAtariRunner` (labs/atari_100k, used by
 # labs/moes/atari_100k_train.py) plays `num_eval_episodes=100` full games with
-# ε_eval after every iteration, one game per environment, each capped only by
+# ε_eval after every iteration, in 100 environments at once, one game each
+# (`num_eval_envs=100`, `eval_one_to_one=True`), each capped only by
 # `max_steps_per_episode` (27 000 agent steps, the environment's own cap), and
 # reports their mean return. "dopamine": the paper reports training returns,
 # so no evaluation is played (Dopamine's `Runner` would spend 125 000 agent
 # steps per iteration on one that nobody reads).
 PROTOCOL_EVALUATION = {
     "dopamine": {"eval_episodes": 0, "eval_schedule": "every_iteration",
-                 "eval_max_steps": 125_000},
+                 "eval_max_steps": 125_000, "eval_envs": 1},
     "der": {"eval_episodes": 100, "eval_schedule": "every_iteration",
-            "eval_max_steps": None},
+            "eval_max_steps": None, "eval_envs": 100},
 }
 
 _AGENT_PRESETS = {
@@ -714,6 +728,7 @@ def _tuples(values):
 # what is being trained.
 RESUMABLE_CHANGES = ("schedule.num_iterations", "schedule.eval_episodes",
                      "schedule.eval_schedule", "schedule.eval_max_steps",
+                     "schedule.eval_envs",
                      "schedule.diagnostics_period", "schedule.keep_checkpoints",
                      "schedule.jit_compile", "schedule.policy_jit_compile",
                      "schedule.dormant_taus", "schedule.summary_period",

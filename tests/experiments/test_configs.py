@@ -165,10 +165,11 @@ def test_game_sets():
                          ids=conditions.condition_name)
 def test_der_flagfiles_evaluate_like_the_reference_runner(flagfile):
     # labs/atari_100k DataEfficientAtariRunner: 100 full games with
-    # epsilon_eval = 0.001 after every iteration, no cap on the phase.
+    # epsilon_eval = 0.001 after every iteration, no cap on the phase, in 100
+    # environments at once (num_eval_envs=100, one game each).
     schedule = conditions.config_for(flagfile).schedule
-    assert (schedule.eval_episodes, schedule.eval_schedule, schedule.eval_max_steps) == (
-        100, "every_iteration", None)
+    assert (schedule.eval_episodes, schedule.eval_schedule, schedule.eval_max_steps,
+            schedule.eval_envs) == (100, "every_iteration", None, 100)
     assert conditions.config_for(flagfile).agent.epsilon_eval == 0.001
 
 
@@ -176,6 +177,10 @@ def test_evaluation_defaults_follow_the_protocol_and_flags_override_them():
     der = conditions.find_flagfile("der_nature_flatten_x1")
     rainbow = conditions.find_flagfile("rainbow_impala_softmoe4")
     assert conditions.config_for(rainbow).schedule.eval_episodes == 0
+    assert conditions.config_for(rainbow).schedule.eval_envs == 1
+    assert conditions.config_for(der, extra_flags=("--eval_envs=1",)).schedule.eval_envs == 1
+    with pytest.raises(ValueError, match="eval_envs"):
+        conditions.config_for(der, extra_flags=("--eval_envs=0",))
     final = conditions.config_for(der, extra_flags=(
         "--eval_schedule=final", "--eval_max_steps=5000")).schedule
     assert (final.eval_schedule, final.eval_max_steps) == ("final", 5000)

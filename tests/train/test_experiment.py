@@ -19,6 +19,7 @@ import tensorflow as tf
 from tf_softmoe.train import checkpoints
 from tf_softmoe.train import config as config_lib
 from tf_softmoe.train import experiment
+from tf_softmoe.train import loop
 from tf_softmoe.train import summaries
 
 
@@ -297,6 +298,24 @@ def test_every_iteration_schedule_evaluates_each_iteration(finished_run):
     assert all(r["eval_episode_length"] not in ("", None) for r in rows)
 
 
+def test_evaluation_plays_in_several_environments_and_closes_them(tmp_path, monkeypatch):
+    root = str(tmp_path / "run")
+    config = catch_config(num_iterations=1, eval_episodes=4, eval_envs=3)
+    run = experiment.Experiment(config, root, handle_signals=False, export_on_exit=False)
+    played = []
+    evaluate = loop.evaluate
+
+    def spy(envs, *args, **kwargs):
+        played.append(list(envs))
+        return evaluate(envs, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", spy)
+    run.run()
+    assert int(read_rows(root)[0]["eval_episodes"]) == 4
+    assert len(played) == 1 and len(played[0]) == 3
+    assert run.eval_envs == []  # closed when the run returned
+
+
 def test_final_schedule_evaluates_once_and_a_cut_evaluation_resumes_alone(tmp_path):
     # SIGTERM in the middle of the final evaluation: the trained iteration is
     # kept, the evaluation is played again in full on resume (not lost, not
@@ -304,16 +323,17 @@ def test_final_schedule_evaluates_once_and_a_cut_evaluation_resumes_alone(tmp_pa
     root = str(tmp_path / "run")
     config = catch_config(eval_episodes=3, eval_schedule="final")
     run = experiment.Experiment(config, root, export_on_exit=False)
-    act = run._eval_act  # pylint: disable=protected-access
+    policy = run._eval_policy  # pylint: disable=protected-access
     calls = {"n": 0}
 
-    def act_then_signal(time_step):
-        calls["n"] += 1
-        if calls["n"] == 7:  # inside the second game (Catch games last 5 steps)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return act(time_step)
+    class SignalInTheSecondGame:
+        def actions(self, time_steps, max_batch_size=None):
+            calls["n"] += 1
+            if calls["n"] == 7:  # inside the second game (Catch games last 5 steps)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return policy.actions(time_steps, max_batch_size)
 
-    run._eval_act = act_then_signal  # pylint: disable=protected-access
+    run._eval_policy = SignalInTheSecondGame()  # pylint: disable=protected-access
     run.run()
     assert run.stopped_by_signal == signal.SIGTERM
     rows = read_rows(root)

@@ -280,7 +280,7 @@ def test_evaluation_lines_by_time_and_its_progress_record():
     for game in range(1, 5):
         clock.now = 100.0 + 20 * game
         returns.append(1000.0 * game)
-        monitor.evaluation_episode(returns, [500] * game, 500 * game)
+        monitor.evaluation_progress(returns, [500] * game, 500 * game)
     assert lines[1:] == [
         "[RoadRunner] evaluation after iteration 10/10: 100 games",
         # 2 games in 40 s: 98 more take 1960 s.
@@ -288,12 +288,38 @@ def test_evaluation_lines_by_time_and_its_progress_record():
         "mean return 1500.00 | 25 steps/s | ETA 0h32m40s",
         "[RoadRunner] evaluation after iteration 10/10: 4/100 games | "
         "mean return 2500.00 | 25 steps/s | ETA 0h32m00s"]
-    assert [(r["phase"], r.get("eval_games")) for r in records] == [
-        ("training", None), ("evaluation", 0), ("evaluation", 2), ("evaluation", 4)]
+    assert [(r["phase"], r.get("eval_games"), r.get("eval_steps")) for r in records] == [
+        ("training", None, None), ("evaluation", 0, 0), ("evaluation", 2, 1000),
+        ("evaluation", 4, 2000)]
     # The training rate stays for the sweep's ETA.
     assert {r["steps_per_second"] for r in records} == {1.0}
     assert {(r["iteration"], r["agent_steps"]) for r in records} == {(9, 100_000)}
     assert records[-1]["eval_episodes"] == 100
+
+
+def test_evaluation_in_several_environments_reports_steps_not_an_eta():
+    # 100 games in 100 environments: no game ends for a long time, so the
+    # lines come by time from the rounds of steps, and give no ETA.
+    clock = FakeClock(0)
+    lines = []
+    monitor = progress.IterationMonitor(
+        "RoadRunner", num_iterations=10, steps_per_iteration=10_000, summary_period=0,
+        progress_seconds=30, report=lines.append, clock=clock)
+    monitor.begin_evaluation(9, 100_000, 100, envs=100)
+    for second in range(1, 62):
+        clock.now = float(second)
+        monitor.evaluation_progress([], [], 600 * second)
+    clock.now = 95.0
+    monitor.evaluation_progress([2000.0, 4000.0], [900, 1000], 57_000)
+    assert lines == [
+        "[RoadRunner] evaluation after iteration 10/10: 100 games in 100 environments "
+        "at once",
+        "[RoadRunner] evaluation after iteration 10/10: 0/100 games | 18000 agent steps | "
+        "no game ended yet | 600 steps/s",
+        "[RoadRunner] evaluation after iteration 10/10: 0/100 games | 36000 agent steps | "
+        "no game ended yet | 600 steps/s",
+        "[RoadRunner] evaluation after iteration 10/10: 2/100 games | 57000 agent steps | "
+        "mean return 3000.00 | 600 steps/s"]
 
 
 def test_a_run_resumed_into_its_evaluation_records_without_a_training_line():
@@ -302,12 +328,13 @@ def test_a_run_resumed_into_its_evaluation_records_without_a_training_line():
                                         progress_seconds=0, report=lambda _: None,
                                         record=records.append, updates=lambda: 151)
     monitor.begin_evaluation(1, 200, 10)
-    monitor.evaluation_episode([1.0], [20], 20)  # no line: progress_seconds=0
+    monitor.evaluation_progress([1.0], [20], 20)  # no line: progress_seconds=0
     assert records == [{
         "phase": "evaluation", "iteration": 1, "num_iterations": 2,
         "iteration_steps": 100, "steps_per_iteration": 100, "agent_steps": 200,
         "total_steps": 200, "steps_per_second": None, "updates": 151, "episodes": None,
-        "eval_games": 0, "eval_episodes": 10, "updated": records[0]["updated"]}]
+        "eval_games": 0, "eval_episodes": 10, "eval_steps": 0,
+        "updated": records[0]["updated"]}]
 
 
 def test_no_progress_and_no_summaries_means_no_calls():

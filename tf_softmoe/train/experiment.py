@@ -197,8 +197,9 @@ class Experiment:
         # initializers draw their seeds from that generator, not from `random`.
         tf.keras.utils.set_random_seed(seed)
         self.env = make_environment(config, seed)
-        self.eval_env = (make_environment(config, seed + EVAL_SEED_OFFSET)
-                         if schedule.eval_episodes else None)
+        # Made at the first evaluation (DER plays in 100) and closed when
+        # `run` returns.
+        self.eval_envs = []
         # Networks, target network, counters and optimizer state in the
         # strategy's scope (the default strategy's for "none").
         with self.strategy.scope():
@@ -215,11 +216,11 @@ class Experiment:
             dormant_taus=schedule.dormant_taus, seed=seed,
             overlap_updates=schedule.overlap_updates,
             policy_jit_compile=schedule.policy_jit_compile)
-        # Traced once, played after every iteration.
-        self._eval_act = (loop.CompiledPolicy(
+        # Traced once per batch size, played after every iteration.
+        self._eval_policy = (loop.CompiledPolicy(
             eval_policy(self.agent, config.agent.epsilon_eval),
-            jit_compile=self.trainer.policy_jit_compile).action
-                          if schedule.eval_episodes else None)
+            jit_compile=self.trainer.policy_jit_compile)
+                             if schedule.eval_episodes else None)
         logging.info("Train step: %s (jit_compile=%s, distribution=%s, %d "
                      "replicas); policy: %s (policy_jit_compile=%s); %s loop.",
                      "XLA" if self.learner.jit_compile else "graph",
@@ -367,6 +368,9 @@ class Experiment:
                 self.save_checkpoint()
         finally:
             self.trainer.close()
+            for env in self.eval_envs:
+                env.close()
+            self.eval_envs = []
             self.summaries.flush()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
@@ -378,16 +382,22 @@ class Experiment:
         """Plays the evaluation games after the current iteration; returns
         (returns, lengths), or None when a signal cut it short."""
         schedule = self.config.schedule
+        count = min(schedule.eval_envs, schedule.eval_episodes)
+        if len(self.eval_envs) != count:
+            self.eval_envs = [make_environment(self.config, None) for _ in range(count)]
         # Seeded per iteration: the evaluation after iteration i plays the
         # same games whether or not the run was resumed before it.
-        self.eval_env.seed(schedule.seed + EVAL_SEED_OFFSET + self.iteration)
+        seeds = loop.environment_seeds(
+            schedule.seed + EVAL_SEED_OFFSET + self.iteration, count)
+        for env, seed in zip(self.eval_envs, seeds):
+            env.seed(seed)
         self.monitor.begin_evaluation(self.iteration, self.trainer.agent_step,
-                                      schedule.eval_episodes)
+                                      schedule.eval_episodes, envs=count)
         returns, lengths = loop.evaluate(
-            self.eval_env, self._eval_act, schedule.eval_episodes,
+            self.eval_envs, self._eval_policy, schedule.eval_episodes,
             max_steps=schedule.eval_max_steps,
             should_stop=lambda: self._stop_signal is not None,
-            on_episode=self.monitor.evaluation_episode)
+            on_progress=self.monitor.evaluation_progress)
         if self._stop_signal is not None:
             logging.warning("Evaluation after iteration %d stopped after %d of %d "
                             "games; it is played again in full on resume.",

@@ -33,13 +33,17 @@ def make_replay(agent_config, frame_shape, seed=None):
 class CompiledPolicy:
     """A TF-Agents policy's `action` as one graph call per agent step.
 
-    The policy is traced once, for a batch of one time step, into a concrete
-    function that each call runs on the four flat tensors directly: calling
-    the `tf.function` instead re-binds the arguments to its signature and
+    The policy is traced once per batch size into a concrete function that
+    each call runs on the four flat tensors directly: calling the
+    `tf.function` instead re-binds the arguments to its signature and
     checks their types every time, which is costly on the batch-of-one path
     (measured in docs/performance.md, "Library changes made from these
     measurements", item 8). The fields are cast to the spec's dtypes and
     their shapes checked here instead.
+
+    `action` acts for one time step (the collect path); `actions` for a
+    batch, as a parallel evaluation does (`evaluate` with several
+    environments).
 
     Args:
       policy: a TF-Agents policy.
@@ -61,11 +65,19 @@ class CompiledPolicy:
             return policy.action(step).action
 
         self.jit_compile = bool(jit_compile)
-        function = tf.function(
-            action, autograph=False, jit_compile=self.jit_compile,
-            input_signature=[tf.TensorSpec((1,) + shape, s.dtype)
-                             for shape, s in zip(self._shapes, fields)])
-        self._call = flat_call.flat_caller(function.get_concrete_function())
+        self._function = tf.function(action, autograph=False, jit_compile=self.jit_compile)
+        self._callers = {}
+        self._call = self._caller(1)
+
+    def _caller(self, batch_size):
+        """The flat call of the function traced for `batch_size` rows."""
+        caller = self._callers.get(batch_size)
+        if caller is None:
+            concrete = self._function.get_concrete_function(
+                *[tf.TensorSpec((batch_size,) + shape, dtype)
+                  for shape, dtype in zip(self._shapes, self._dtypes)])
+            caller = self._callers[batch_size] = flat_call.flat_caller(concrete)
+        return caller
 
     def action(self, time_step):
         """The action (an int) for one unbatched `TimeStep` of NumPy values.
@@ -79,6 +91,62 @@ class CompiledPolicy:
                    for name, value, dtype, shape in zip(
                        ts.TimeStep._fields, time_step, self._dtypes, self._shapes)]
         return int(self._call(tensors).numpy()[0])
+
+    def actions(self, time_steps, max_batch_size=None):
+        """The actions (int64 [B]) for a `TimeStep` of NumPy values with a
+        leading batch dimension B.
+
+        The batch is padded (with copies of its first row, whose actions are
+        dropped) to a size from `batch_sizes(max_batch_size)`, so that an
+        evaluation whose environments finish one by one traces a handful of
+        sizes instead of one per live count.
+
+        Args:
+          time_steps: the batch.
+          max_batch_size: the largest B the caller will pass (default B).
+
+        Raises:
+          ValueError: a field's shape differs from the policy's spec with a
+            batch dimension, or B exceeds `max_batch_size`.
+        """
+        rows = len(np.asarray(time_steps.step_type).reshape(-1))
+        limit = rows if max_batch_size is None else int(max_batch_size)
+        if rows < 1 or rows > limit:
+            raise ValueError(f"a batch of {rows} time steps; expected 1 to {limit}.")
+        size = next(n for n in batch_sizes(limit) if n >= rows)
+        tensors = []
+        for name, value, dtype, shape in zip(ts.TimeStep._fields, time_steps,
+                                             self._dtypes, self._shapes):
+            value = flat_call.checked_array(
+                value, dtype, (rows,) + shape, f"time_steps.{name}",
+                f"the policy expects [{rows}] + {list(shape)} (a batch of {rows})")
+            if size > rows:
+                value = np.concatenate([value, np.repeat(value[:1], size - rows, axis=0)])
+            tensors.append(tf.constant(value))
+        return self._caller(size)(tensors).numpy()[:rows]
+
+
+def batch_sizes(max_batch_size):
+    """The batch sizes `CompiledPolicy.actions` traces for batches of up to
+    `max_batch_size` rows: the powers of two below it, and itself."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [int(max_batch_size)]
+
+
+def environment_seeds(seed, count):
+    """Seeds of `count` environments that play one evaluation together.
+
+    The first is `seed` itself, so one environment plays the games it always
+    played; the others come from `np.random.SeedSequence((seed, count))`.
+    """
+    if count == 1:
+        return [int(seed)]
+    words = np.random.SeedSequence((int(seed), int(count))).generate_state(
+        count - 1, dtype=np.uint32)
+    return [int(seed)] + [int(word) for word in words]
 
 
 @dataclasses.dataclass
@@ -356,55 +424,108 @@ class Trainer:
                 monitor.update(step, stats)
 
 
+def _game_info(env):
+    """The env's `get_info()` (the full game's return and length across
+    lost lives, AtariPyEnvironment), or None where it has none."""
+    try:
+        return env.get_info()
+    except (AttributeError, NotImplementedError):
+        return None
+
+
 def evaluate(env, policy, num_episodes, max_steps=None, on_step=None,
-             jit_compile=False, should_stop=None, on_episode=None):
-    """Plays up to `num_episodes` full episodes (games) and returns their RAW
-    returns and lengths (lists).
+             jit_compile=False, should_stop=None, on_episode=None, on_progress=None):
+    """Plays `num_episodes` full episodes (games) and returns their RAW
+    returns and lengths (lists, in the order the games ended).
+
+    With several environments the games are played in all of them at once,
+    one batched policy call per agent step for the environments still
+    playing. The games are split evenly between the environments before the
+    first step (the first `num_episodes % len(env)` play one more) and each
+    plays its share to the end, so the games counted do not depend on their
+    lengths: stopping at the first `num_episodes` games to end would favour
+    short ones. With as many environments as games this is the reference's
+    parallel evaluation (DataEfficientAtariRunner, `eval_one_to_one`).
 
     Args:
-      env: a PyEnvironment (see `Trainer`).
-      policy: a TF-Agents policy, or any callable `time_step -> action`.
+      env: a PyEnvironment (see `Trainer`), or a list of them (seeded
+        differently, e.g. with `environment_seeds`).
+      policy: a TF-Agents policy, a `CompiledPolicy`, an object with a
+        batched `actions(time_steps, max_batch_size)`, or any callable
+        `time_step -> action` (called once per environment and step).
       num_episodes: episodes to finish.
-      max_steps: optional cap on agent steps in total.
+      max_steps: optional cap on agent steps in total; games unfinished at
+        the cap are not returned.
       on_step: optional callable `on_step(env, time_step)` after each step
-        (e.g. to record video frames).
+        of any environment (e.g. to record video frames).
       jit_compile: compile a TF-Agents policy with XLA (see
         `learner.resolve_policy_jit_compile`).
-      should_stop: optional callable checked before every step; when it
-        returns True the games finished so far are returned.
+      should_stop: optional callable checked before every agent step of the
+        environments; when it returns True the games finished so far are
+        returned.
       on_episode: optional callable `on_episode(returns, lengths, steps)`
         after each game ends, with the returns and lengths so far and the
         agent steps played.
+      on_progress: optional callable, the same arguments, after each agent
+        step of all the environments still playing (e.g. a progress line by
+        time: with 100 environments the first game ends late).
+
+    Raises:
+      ValueError: no environment, or `num_episodes` < 1.
     """
-    act = (CompiledPolicy(policy, jit_compile=jit_compile).action
-           if hasattr(policy, "time_step_spec") else policy)
+    envs = list(env) if isinstance(env, (list, tuple)) else [env]
+    if not envs:
+        raise ValueError("evaluate needs at least one environment.")
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    if hasattr(policy, "time_step_spec"):
+        policy = CompiledPolicy(policy, jit_compile=jit_compile)
+    quota = [num_episodes // len(envs) + (i < num_episodes % len(envs))
+             for i in range(len(envs))]
+    live = [i for i, games in enumerate(quota) if games > 0]
+    width = len(live)
+    if hasattr(policy, "actions"):
+        def act(time_steps):
+            batch = ts.TimeStep(*(np.stack(field) for field in zip(*time_steps)))
+            return policy.actions(batch, max_batch_size=width)
+    else:
+        def act(time_steps):
+            return [policy(time_step) for time_step in time_steps]
+    action_dtype = envs[0].action_spec().dtype
     returns, lengths = [], []
     steps = 0
-    time_step = env.reset()
-    action_dtype = env.action_spec().dtype
-    episode_return, episode_length = 0.0, 0
-    while len(returns) < num_episodes:
-        if max_steps is not None and steps >= max_steps:
-            break
-        if should_stop is not None and should_stop():
-            break
-        time_step = env.step(np.asarray(act(time_step), dtype=action_dtype))
-        steps += 1
-        if on_step is not None:
-            on_step(env, time_step)
-        info = env.get_info() if hasattr(env, "get_info") else None
-        episode_return += float(time_step.reward)
-        episode_length += 1
-        ended = info["episode_ended"] if info is not None else bool(time_step.is_last())
-        if ended:
-            if info is not None:
-                episode_return, episode_length = (info["episode_raw_return"],
-                                                  info["episode_length"])
-            returns.append(float(episode_return))
-            lengths.append(int(episode_length))
-            episode_return, episode_length = 0.0, 0
-            if on_episode is not None:
-                on_episode(returns, lengths, steps)
-        if time_step.is_last():
-            time_step = env.reset()
+    current = {i: envs[i].reset() for i in live}
+    game_return = dict.fromkeys(live, 0.0)
+    game_length = dict.fromkeys(live, 0)
+    while live:
+        actions = act([current[i] for i in live])
+        for i, action in zip(list(live), actions):
+            if max_steps is not None and steps >= max_steps:
+                return returns, lengths
+            if should_stop is not None and should_stop():
+                return returns, lengths
+            time_step = envs[i].step(np.asarray(action, dtype=action_dtype))
+            steps += 1
+            if on_step is not None:
+                on_step(envs[i], time_step)
+            info = _game_info(envs[i])
+            game_return[i] += float(time_step.reward)
+            game_length[i] += 1
+            ended = info["episode_ended"] if info is not None else bool(time_step.is_last())
+            if ended:
+                if info is not None:
+                    game_return[i], game_length[i] = (info["episode_raw_return"],
+                                                      info["episode_length"])
+                returns.append(float(game_return[i]))
+                lengths.append(int(game_length[i]))
+                game_return[i], game_length[i] = 0.0, 0
+                quota[i] -= 1
+                if on_episode is not None:
+                    on_episode(returns, lengths, steps)
+                if not quota[i]:
+                    live.remove(i)
+                    continue
+            current[i] = envs[i].reset() if time_step.is_last() else time_step
+        if on_progress is not None:
+            on_progress(returns, lengths, steps)
     return returns, lengths

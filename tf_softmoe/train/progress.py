@@ -133,48 +133,56 @@ class IterationMonitor:
         self._reschedule()
 
     # ----------------------------------------------------------- evaluation
-    def begin_evaluation(self, iteration, step, games):
+    def begin_evaluation(self, iteration, step, games, envs=1):
         """Starts the evaluation after iteration `iteration` (0-based), at
-        agent step `step`, of `games` games: reports a line saying so."""
+        agent step `step`, of `games` games in `envs` environments at once:
+        reports a line saying so."""
         now = self.clock()
         self._evaluation = {"iteration": iteration, "step": int(step), "games": games,
-                            "start": now, "next_time": (
+                            "envs": envs, "start": now, "next_time": (
                                 now + self.progress_seconds
                                 if self.progress_seconds > 0 else math.inf)}
         self.report(f"[{self.name}] evaluation after iteration "
-                    f"{iteration + 1}/{self.num_iterations}: {games} games")
+                    f"{iteration + 1}/{self.num_iterations}: {games} games"
+                    + (f" in {envs} environments at once" if envs > 1 else ""))
         self._record_evaluation(0)
 
-    def evaluation_episode(self, returns, lengths, steps):
-        """Called when an evaluation game ends, with the returns and lengths
-        of the games played so far and the agent steps they took (as
-        `loop.evaluate`'s `on_episode`); reports a line when
-        `progress_seconds` have passed since the previous one."""
+    def evaluation_progress(self, returns, lengths, steps):
+        """Called as the evaluation goes (`loop.evaluate`'s `on_progress`),
+        with the returns and lengths of the games finished so far and the
+        agent steps played; reports a line when `progress_seconds` have
+        passed since the previous one."""
         del lengths  # the line shows the steps/s of all of them
         evaluation = self._evaluation
+        if evaluation is None or evaluation["next_time"] == math.inf:
+            return
         now = self.clock()
-        if evaluation is None or now < evaluation["next_time"]:
+        if now < evaluation["next_time"]:
             return
         evaluation["next_time"] = now + self.progress_seconds
         self.report(self.evaluation_line(returns, steps, now))
-        self._record_evaluation(len(returns))
+        self._record_evaluation(len(returns), steps)
 
     def evaluation_line(self, returns, steps, now):
         """The evaluation's progress line after `returns` games of `steps`
-        agent steps in all, at clock time `now`."""
+        agent steps in all, at clock time `now`. One environment: with the
+        ETA from the games' pace. Several: the games end together near the
+        end, so the line gives the agent steps played instead of an ETA."""
         evaluation = self._evaluation
         seconds = now - evaluation["start"]
         rate = steps / seconds if seconds > 0 else float("nan")
         played = len(returns)
+        head = (f"[{self.name}] evaluation after iteration "
+                f"{evaluation['iteration'] + 1}/{self.num_iterations}: "
+                f"{played}/{evaluation['games']} games | ")
+        mean = f"mean return {_mean(returns):.2f}" if played else "no game ended yet"
+        if evaluation["envs"] > 1:
+            return f"{head}{steps} agent steps | {mean} | {rate:.0f} steps/s"
         eta = ((evaluation["games"] - played) * seconds / played if played
                else float("nan"))
-        return (f"[{self.name}] evaluation after iteration "
-                f"{evaluation['iteration'] + 1}/{self.num_iterations}: "
-                f"{played}/{evaluation['games']} games | "
-                f"mean return {_mean(returns):.2f} | {rate:.0f} steps/s | "
-                f"ETA {format_seconds(eta)}")
+        return f"{head}{mean} | {rate:.0f} steps/s | ETA {format_seconds(eta)}"
 
-    def _record_evaluation(self, played):
+    def _record_evaluation(self, played, steps=0):
         if self.record is None:
             return
         evaluation = self._evaluation
@@ -191,7 +199,8 @@ class IterationMonitor:
             "episodes": None})
         values.update(phase="evaluation", iteration=evaluation["iteration"],
                       agent_steps=evaluation["step"], eval_games=played,
-                      eval_episodes=evaluation["games"], updated=time.time())
+                      eval_episodes=evaluation["games"], eval_steps=int(steps),
+                      updated=time.time())
         self.record(values)
 
     def diagnostics(self, diagnostics, step):
