@@ -299,6 +299,14 @@ def test_progress_table_shows_a_run_in_its_evaluation(tmp_path):
     assert lines[2].split()[-5:] == ["2/2", "eval", "37/100", "200", "25.0"]
     # The columns stay aligned with the wider cell.
     assert lines[1].index("steps/s") + len("steps/s") == len(lines[2])
+    # In many environments the games end late: the agent steps played show
+    # the evaluation moving.
+    units[0].run_directory.write_progress({
+        "phase": "evaluation", "iteration": 1, "agent_steps": 200,
+        "steps_per_second": 25.0, "eval_games": 0, "eval_episodes": 100,
+        "eval_steps": 183_400})
+    assert scheduler.progress_lines()[2].split()[-7:] == [
+        "2/2", "eval", "0/100", "(183,400", "steps)", "200", "25.0"]
 
 
 def test_progress_table_is_optional_and_checked(tmp_path):

@@ -620,6 +620,10 @@ class Scheduler:
             if progress.get("phase") == "evaluation":
                 where += (f" eval {progress.get('eval_games', '?')}/"
                           f"{progress.get('eval_episodes', '?')}")
+                if progress.get("eval_steps"):
+                    # In 100 environments the games end together, late: the
+                    # steps show it moving.
+                    where += f" ({progress['eval_steps']:,} steps)"
             rows.append((unit.label, where,
                          f"{agent_steps:,}" if isinstance(agent_steps, int) else "-",
                          f"{rate:.1f}" if rate > 0 else "-"))
