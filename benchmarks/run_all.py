@@ -15,6 +15,8 @@ another; then this script reads the JSON files and prints, and writes to
   e2e          end-to-end ≥ 90 % of the slower bound (e2e_bench, serial
                loop and `--overlap-updates`)
   replay       ≤ 7.2 KB per transition at 1 M (replay_bench)
+  eval         evaluation in 100 environments faster than in one (eval_bench,
+               DER's 100 games; agent steps/s, steady state)
   startup      import and first-step seconds (startup_bench; no goal)
 
 Usage:
@@ -53,6 +55,9 @@ def commands(args):
             ("e2e_bench", "e2e_bench", e2e_quick),
             ("e2e_bench_overlap", "e2e_bench", e2e_quick + ["--overlap-updates"]),
             ("replay_bench", "replay_bench", ["--capacity", "100000", "--rounds", "50"]),
+            ("eval_bench", "eval_bench",
+             ["--conditions", "der_nature_flatten_x1", "--envs", "1,8", "--steps", "200",
+              "--rounds", "1"]),
             ("startup_bench", "startup_bench",
              ["--cases", "dqn/nature/flatten1", "--jit", "graph"]),
         ]
@@ -62,6 +67,7 @@ def commands(args):
         ("e2e_bench", "e2e_bench", []),
         ("e2e_bench_overlap", "e2e_bench", ["--overlap-updates"]),
         ("replay_bench", "replay_bench", []),
+        ("eval_bench", "eval_bench", []),
         ("startup_bench", "startup_bench", []),
     ]
 
@@ -132,6 +138,14 @@ def summarise(results):
         rows.append({"goal": f"replay sampling batches/s ({row['mode']})",
                      "measured": row["batches_per_s"], "target": "-",
                      "status": "-"})
+    eval_rows = (results.get("eval_bench") or {}).get("rows", [])
+    for row in eval_rows:
+        if row["envs"] == max(r["envs"] for r in eval_rows) and row["envs"] > 1:
+            rows.append({
+                "goal": f"evaluation {row['condition']}: {row['envs']} environments' "
+                        "steps/s / one's",
+                "measured": row["speedup"], "target": "> 1",
+                "status": "met" if row["speedup"] > 1 else "not met"})
     startup = results.get("startup_bench")
     for row in (startup or {}).get("rows", []):
         if "first_step_s" in row:
