@@ -28,3 +28,20 @@ def test_atari100k_scores_come_from_the_committed_runs():
         # The page's table groups thousands with a space.
         shown = f"{run.final_raw_score:,.1f}".replace(",", " ")
         assert f"**{shown}**" in page, (run.condition, run.game, shown)
+
+
+def test_atari100k_second_evaluation_is_the_committed_one():
+    # The page's second evaluation of RoadRunner flatten x1 (100 environments
+    # at once) is the mean of the 100 games in the committed output.
+    path = os.path.join(ATARI100K, "runs", "der_nature_flatten_x1", "RoadRunner", "seed_0",
+                        "evaluate_100_envs.txt")
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    games = [line for line in lines if line.startswith("  episode ")]
+    returns = [float(line.split("return ")[1].split(",")[0]) for line in games]
+    assert len(returns) == 100
+    mean = sum(returns) / len(returns)
+    assert f"mean raw return {mean:.2f}" in lines[-1]
+    with open(os.path.join(ATARI100K, "README.md"), encoding="utf-8") as handle:
+        page = handle.read()
+    assert f"mean {mean:,.1f}".replace(",", " ") in page
