@@ -372,13 +372,13 @@ class ScheduleConfig(_config.DictConfig):
         None for no cap (each game is still capped by the environment's
         `max_episode_steps`); games unfinished at the cap are not counted.
       eval_envs: environments the evaluation plays in at once, with one
-        batched policy call per agent step for all of them (about 3x the
-        agent steps/s of one environment on a CPU, more on a GPU;
-        docs/performance.md). The games are split evenly between the
-        environments before the first step and each environment plays its
-        share to the end, so the games counted are the same as when played
-        one after another (stopping at the first `eval_episodes` to finish
-        would favour short games). 100 for the "der" protocol: the
+        batched policy call per agent step for all of them (on two CPU
+        cores 100 environments made a whole 100-game evaluation 2.8x as
+        fast as one; docs/performance.md, section 6). The games are split
+        evenly between the environments before the first step and each
+        environment plays its share to the end, so the games counted follow
+        the same law as when played one after another (stopping at the first
+        `eval_episodes` to finish would favour short games). 100 for the "der" protocol: the
         reference's DataEfficientAtariRunner plays its 100 games in 100
         environments, one game each (`num_eval_envs=100`,
         `eval_one_to_one=True`). 1 plays them one after another.
