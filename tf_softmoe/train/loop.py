@@ -426,10 +426,15 @@ class Trainer:
 
 def _game_info(env):
     """The env's `get_info()` (the full game's return and length across
-    lost lives, AtariPyEnvironment), or None where it has none."""
+    lost lives, AtariPyEnvironment), or None where it has none: no such
+    method, or TF-Agents' `PyEnvironment` default, which raises
+    NotImplementedError. An error inside a real `get_info` propagates."""
+    get_info = getattr(env, "get_info", None)
+    if get_info is None:
+        return None
     try:
-        return env.get_info()
-    except (AttributeError, NotImplementedError):
+        return get_info()
+    except NotImplementedError:
         return None
 
 
