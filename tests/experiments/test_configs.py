@@ -207,7 +207,7 @@ def test_atari20_cites_its_source_and_only_airraid_lacks_a_human_score():
     path = os.path.join(conditions.GAME_SET_DIR, "atari20.txt")
     with open(path) as handle:
         text = handle.read()
-    assert "2402.08609" in text and "2410.01930" in text
+    assert "2402.08609" in text and "2410.01930" in text and "Appendix A" in text
     games = conditions.game_sets()["atari20"]
     assert len(games) == len(set(games)) == 20
     without = []
