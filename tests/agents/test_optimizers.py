@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tf_agents.specs import tensor_spec
 
 from tf_softmoe import agents
+from tf_softmoe import networks
 from tf_softmoe.agents import policies
 from tf_softmoe.agents.optimizers import FusedAdam
 from tests.agents.catch_setup import catch, fast_config, fast_setup
@@ -124,3 +126,52 @@ def test_max_gradient_norm_with_an_own_optimizer_or_not_positive_is_refused():
                                         own)["optimizer"] is own
     with pytest.raises(ValueError, match="max_gradient_norm must be > 0"):
         fast_config("dqn", max_gradient_norm=0.0)
+
+
+def optimizer_values(agent):
+    return {v.name: v.numpy() for v in agent.optimizer.variables}
+
+
+@pytest.mark.parametrize("kind", ["dqn", "rainbow"])
+def test_agents_build_their_optimizer_so_a_checkpoint_restores_it_at_once(kind, tmp_path):
+    # A checkpoint read before the first update must fill Adam's moments at
+    # once: one written before any update (a run resumed only to finish its
+    # evaluation) would otherwise leave them out.
+    env = catch(0)
+    setup = fast_setup(kind)
+    agent = agents.make_agent(*setup, env.time_step_spec(), env.action_spec())
+    weights = agent.q_network.trainable_weights
+    assert len(agent.optimizer.variables) == 1 + 2 * len(weights)  # iterations, m, v
+    built = [v.name for v in agent.optimizer.variables]
+    rng = np.random.default_rng(0)
+    agent.optimizer.apply_gradients(
+        (tf.constant(rng.normal(size=w.shape).astype(np.float32)), w) for w in weights)
+    assert [v.name for v in agent.optimizer.variables] == built  # nothing made twice
+    path = tf.train.Checkpoint(agent=agent).write(str(tmp_path / "ckpt"))
+
+    fresh = agents.make_agent(*setup, env.time_step_spec(), env.action_spec())
+    tf.train.Checkpoint(agent=fresh).read(path).assert_consumed()
+    restored = optimizer_values(fresh)
+    for name, value in optimizer_values(agent).items():
+        np.testing.assert_array_equal(restored[name], value)
+    # Written again before any update, the checkpoint still holds them.
+    again = tf.train.Checkpoint(agent=fresh).write(str(tmp_path / "again"))
+    assert ({name for name, _ in tf.train.list_variables(again)}
+            == {name for name, _ in tf.train.list_variables(path)})
+
+
+def test_a_legacy_keras_optimizer_is_built_too():
+    env = catch(0)
+    agent_config, network_config = fast_setup("dqn")
+    q_network = networks.build_q_network(
+        network_config, tensor_spec.from_spec(env.time_step_spec()).observation,
+        tensor_spec.from_spec(env.action_spec()))
+    agent = agents.DqnAgent(
+        tensor_spec.from_spec(env.time_step_spec()), tensor_spec.from_spec(env.action_spec()),
+        q_network, agent_config, tf.Variable(0, dtype=tf.int64),
+        optimizer=tf.keras.optimizers.legacy.Adam())
+    slots = agent.optimizer.get_slot_names()
+    assert sorted(slots) == ["m", "v"]
+    for weight in q_network.trainable_weights:
+        for slot in slots:
+            assert agent.optimizer.get_slot(weight, slot) is not None

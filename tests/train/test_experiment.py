@@ -74,6 +74,14 @@ def copy_of(finished_run, tmp_path):
     return root
 
 
+def checkpoint_values(path):
+    """{name: value} of the TF part of checkpoint directory `path`."""
+    prefix = os.path.join(path, "tf", "ckpt")
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
+            if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+
+
 def sigterm_at_call(run, call, signum=signal.SIGTERM):
     """Makes the run's trainer send itself `signum` at its `call`-th stop
     check (after `call - 1` agent steps of the first phase it runs)."""
@@ -342,11 +350,19 @@ def test_final_schedule_evaluates_once_and_a_cut_evaluation_resumes_alone(tmp_pa
     assert (state["iteration"], state["agent_step"], state["partial"]["agent_steps"]) == (
         1, 120, 60)
 
+    before = checkpoint_values(run.checkpoints.checkpoints()[0])  # the newest
     resumed = experiment.Experiment(config, root, export_on_exit=False)
     resumed.run()
     rows = read_rows(root)
     assert [int(r["agent_steps"]) for r in rows] == [60, 120]
     assert int(rows[1]["eval_episodes"]) == 3
+    # The checkpoint rewritten after the evaluation, with no update since the
+    # restore, keeps everything, Adam's moments included.
+    after = checkpoint_values(resumed.checkpoints.checkpoints()[0])
+    assert sorted(after) == sorted(before)
+    assert any("_optimizer/_variables" in name for name in after)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
     assert "eval/episode_return" in event_tags(root)
 
     again = experiment.Experiment(config, root, export_on_exit=False)

@@ -1,5 +1,7 @@
 """What `DqnAgent` and `RainbowAgent` share, beside their TF-Agents bases."""
 
+import tensorflow as tf
+
 from tf_softmoe.agents import policies
 
 
@@ -8,7 +10,8 @@ class AgentMixin:
 
     A subclass lists it before its TF-Agents base and, in `__init__`, passes
     `self._setup(...)`'s keyword arguments to the base's constructor, then
-    calls `self._use_noisy_collect_policy()`; it supplies
+    calls `self._use_noisy_collect_policy()` and `self.build_optimizer()`; it
+    supplies
     `_greedy_policy_over(network)` and names the `LossInfo.extra` field that
     holds the per-sample loss in `_per_sample_loss_field`.
 
@@ -44,6 +47,26 @@ class AgentMixin:
         `training` and so without noise."""
         if self.noisy:
             self._collect_policy = self.collect_policy_for(self._q_network)
+
+    def build_optimizer(self):
+        """Makes the optimizer's variables (Adam's moments) for the Q-network's
+        trainable weights now instead of at the first update.
+
+        A checkpoint read before the first update then restores them at once.
+        Without this, TensorFlow defers their restore to the first update, and
+        a checkpoint written before one (a run resumed only to finish its
+        final evaluation) silently leaves them out. Keras optimizers (the
+        default `FusedAdam`, any `tf.keras.optimizers.Optimizer`, and the
+        legacy ones) are built; another optimizer keeps its own lazy slots.
+        Built ahead, the variables are the ones the first update would make,
+        in the same order, so checkpoints are unchanged.
+        """
+        weights = self._q_network.trainable_weights
+        optimizer = self._optimizer
+        if isinstance(optimizer, tf.keras.optimizers.Optimizer):
+            optimizer.build(weights)
+        elif isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
+            optimizer._create_all_weights(weights)  # pylint: disable=protected-access
 
     def collect_policy_for(self, network):
         """This agent's collect policy evaluated with `network` (a network of

@@ -51,6 +51,7 @@ class DqnAgent(_common.AgentMixin, dqn_agent.DqnAgent):
             **self._setup(q_network, agent_config, agent_step,
                           train_step_counter, optimizer))
         self._use_noisy_collect_policy()
+        self.build_optimizer()
 
     def _greedy_policy_over(self, network):
         return q_policy.QPolicy(self.time_step_spec, self.action_spec,

@@ -77,6 +77,7 @@ class RainbowAgent(_common.AgentMixin, categorical_dqn_agent.CategoricalDqnAgent
             **self._setup(q_network, agent_config, agent_step,
                           train_step_counter, optimizer))
         self._use_noisy_collect_policy()
+        self.build_optimizer()
 
     def _greedy_policy_over(self, network):
         config = self.agent_config

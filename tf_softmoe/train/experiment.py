@@ -260,8 +260,10 @@ class Experiment:
         allow_config_change). Loads its TF part into the agent, which
         `restore` then loads again with the rest."""
         try:
-            # expect_partial: the optimiser's slots are made at the first
-            # update, so their saved values wait for the restore after it.
+            # expect_partial: this read only checks the fit (`restore` reads
+            # the checkpoint again), so values it leaves pending, such as the
+            # slots of an optimizer that makes them at its first update, are
+            # no cause for TensorFlow's warnings.
             self._tf_checkpoint.read(os.path.join(path, "tf", "ckpt")).expect_partial(
             ).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
