@@ -30,10 +30,11 @@ def test_atari100k_scores_come_from_the_committed_runs():
         assert f"**{shown}**" in page, (run.condition, run.game, shown)
 
 
-def test_atari100k_second_evaluation_is_the_committed_one():
-    # The page's second evaluation of RoadRunner flatten x1 (100 environments
-    # at once) is the mean of the 100 games in the committed output.
-    path = os.path.join(ATARI100K, "runs", "der_nature_flatten_x1", "RoadRunner", "seed_0",
+@pytest.mark.parametrize("condition", ["der_nature_flatten_x1", "der_nature_softmoe4"])
+def test_atari100k_second_evaluation_is_the_committed_one(condition):
+    # The page's second evaluation of each RoadRunner run (100 environments at
+    # once) is the mean of the 100 games in the committed output.
+    path = os.path.join(ATARI100K, "runs", condition, "RoadRunner", "seed_0",
                         "evaluate_100_envs.txt")
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
