@@ -136,3 +136,27 @@ def test_seeded_noise_repeats_per_seed_and_differs_per_sample():
     np.testing.assert_allclose(shared, np.tile(shared[:1], [4, 1]))
     with pytest.raises(ValueError, match="seed"):
         noisy_dense.SeededNoise([1, 2, 3])
+
+
+def test_seeded_draws_follow_the_seed_under_xla():
+    # TensorFlow's stateful random ops ignore every seed under XLA; within
+    # seeded_draws the noise follows the [2] seed each call is given.
+    from tf_softmoe.layers import noisy_dense  # pylint: disable=import-outside-toplevel
+    layer = layers.NoisyDense(5)
+    x = tf.ones([2, 3])
+    layer(x)
+
+    def noisy(seed):
+        with noisy_dense.seeded_draws(seed):
+            return layer(x, training=True), noisy_dense.fresh_seed(), noisy_dense.fresh_seed()
+
+    for compiled in (tf.function(noisy, jit_compile=True), tf.function(noisy)):
+        out, seed_a, seed_b = compiled(tf.constant([3, 4]))
+        again, _, _ = compiled(tf.constant([3, 4]))
+        other, _, _ = compiled(tf.constant([3, 5]))
+        np.testing.assert_array_equal(out.numpy(), again.numpy())
+        assert not np.allclose(out.numpy(), other.numpy())
+        assert not np.array_equal(seed_a.numpy(), seed_b.numpy())  # each take is new
+    with pytest.raises(ValueError, match=r"\[2\] integer seed"):
+        with noisy_dense.seeded_draws(tf.constant([1.0, 2.0])):
+            pass

@@ -78,3 +78,27 @@ def test_train_rejects_a_batch_of_the_wrong_shape():
     short = dict(batch, action=batch["action"][:3])
     with pytest.raises(ValueError, match=r"batch\['action'\] has shape \(3,\).*batch size 4"):
         trainer.learner.train(short)
+
+
+def test_rainbow_update_noise_follows_the_learner_seed_under_xla():
+    # Under XLA, TensorFlow's stateful random ops ignore every seed; the
+    # update's noise now comes from seeded_draws([seed, update count]).
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from tests.agents.catch_setup import catch, fast_setup  # pylint: disable=g-import-not-at-top
+    from tests.agents.test_agents import random_batch  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.agents import make_agent  # pylint: disable=g-import-not-at-top
+    from tf_softmoe.train.learner import Learner  # pylint: disable=g-import-not-at-top
+    env = catch(0)
+
+    def first_losses(seed, updates=2):
+        tf.keras.utils.set_random_seed(0)  # the same weights for every learner
+        config, network = fast_setup("rainbow", batch_size=8)
+        agent = make_agent(config, network, env.time_step_spec(), env.action_spec())
+        learner = Learner(agent, jit_compile=True, seed=seed)
+        batch = random_batch(env, batch_size=8)
+        return [learner.train(batch)["per_sample_loss"] for _ in range(updates)]
+
+    one = first_losses(1)
+    assert not np.array_equal(one[0], one[1])  # each update draws anew
+    np.testing.assert_array_equal(first_losses(1)[0], one[0])
+    assert not np.array_equal(first_losses(2)[0], one[0])

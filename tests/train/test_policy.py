@@ -142,3 +142,47 @@ def test_schedule_validates_policy_jit_compile():
             "policy_jit_compile='always' is not valid; choose one of "
             "['auto', 'true', 'false']")):
         config_lib.ScheduleConfig(policy_jit_compile="always")
+
+
+def _acting_sequence(preset, seed, jit_compile, steps=40, **overrides):
+    """Actions of `preset`'s collect policy (identical weights every time) on
+    `steps` copies of one time step, compiled with `seed`."""
+    tf.keras.utils.set_random_seed(0)
+    env = catch(0)
+    agent = agents.make_agent(*fast_setup(preset, **overrides), env.time_step_spec(),
+                              env.action_spec())
+    policy = loop.CompiledPolicy(agent.collect_policy, seed=seed, jit_compile=jit_compile)
+    step = env.reset()
+    return [policy.action(step) for _ in range(steps)], policy, step
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize("preset,overrides", [
+    ("dqn", {"epsilon_decay_steps": 10**9}),  # ε = 1: every action a draw
+    ("rainbow", {}),                           # ε = 0: the noise explores
+])
+def test_collect_draws_follow_the_seed_compiled_or_not(preset, overrides, jit_compile):
+    # Under XLA, TensorFlow's stateful random ops ignore every seed: before
+    # the policy's draws came from seeded_draws, two seeds acted alike.
+    first, policy, step = _acting_sequence(preset, 1, jit_compile, **overrides)
+    again, _, _ = _acting_sequence(preset, 1, jit_compile, **overrides)
+    other, _, _ = _acting_sequence(preset, 2, jit_compile, **overrides)
+    assert len(set(first)) > 1  # it explores
+    assert again == first
+    assert other != first
+    policy.reseed(1)
+    assert [policy.action(step) for _ in range(len(first))] == first
+
+
+def test_epsilon_greedy_draws_each_row_and_follows_epsilon():
+    env, agent = _agent("dqn")
+    steps = _observations(env, 1)[0]
+    batch = tf.nest.map_structure(lambda x: tf.constant(np.repeat(np.asarray(x)[None], 4000, 0)),
+                                  steps)
+    greedy = agent.policy.action(batch).action.numpy()
+    for epsilon, expected in ((0.0, 0.0), (0.3, 0.3 * 2 / 3), (1.0, 2 / 3)):
+        policy = agents.EpsilonGreedyPolicy(agent.policy, epsilon=epsilon)
+        actions = policy.action(batch).action.numpy()
+        changed = np.mean(actions != greedy)  # a random action differs 2 times in 3
+        assert abs(changed - expected) < 0.03, (epsilon, changed)
+        assert set(np.unique(actions)) <= {0, 1, 2}

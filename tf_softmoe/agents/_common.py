@@ -10,7 +10,7 @@ class AgentMixin:
 
     A subclass lists it before its TF-Agents base and, in `__init__`, passes
     `self._setup(...)`'s keyword arguments to the base's constructor, then
-    calls `self._use_noisy_collect_policy()` and `self.build_optimizer()`; it
+    calls `self._use_own_collect_policy()` and `self.build_optimizer()`; it
     supplies
     `_greedy_policy_over(network)` and names the `LossInfo.extra` field that
     holds the per-sample loss in `_per_sample_loss_field`.
@@ -41,12 +41,13 @@ class AgentMixin:
                                             train_step_counter, optimizer,
                                             noisy=self.noisy)
 
-    def _use_noisy_collect_policy(self):
-        """With noisy nets, collects with noise drawn (see `collect_policy_for`)
-        instead of TF-Agents' collect policy, which calls the network without
-        `training` and so without noise."""
-        if self.noisy:
-            self._collect_policy = self.collect_policy_for(self._q_network)
+    def _use_own_collect_policy(self):
+        """Collects with `collect_policy_for(q_network)` instead of TF-Agents'
+        collect policy: its ε-greedy draws follow `noisy_dense.seeded_draws`
+        (TF-Agents' ignore every seed under XLA), and with noisy nets it calls
+        the network with noise drawn (TF-Agents' calls it without `training`,
+        so without noise)."""
+        self._collect_policy = self.collect_policy_for(self._q_network)
 
     def build_optimizer(self):
         """Makes the optimizer's variables (Adam's moments) for the Q-network's

@@ -50,7 +50,7 @@ class DqnAgent(_common.AgentMixin, dqn_agent.DqnAgent):
                                else squared_error),
             **self._setup(q_network, agent_config, agent_step,
                           train_step_counter, optimizer))
-        self._use_noisy_collect_policy()
+        self._use_own_collect_policy()
         self.build_optimizer()
 
     def _greedy_policy_over(self, network):

@@ -3,8 +3,10 @@
 import tensorflow as tf
 from tf_agents.networks import network
 from tf_agents.policies import epsilon_greedy_policy
+from tf_agents.utils import nest_utils
 
 from tf_softmoe.agents import optimizers
+from tf_softmoe.layers import noisy_dense
 
 
 def linear_epsilon(agent_config, agent_step, noisy):
@@ -85,8 +87,35 @@ def collect_policy_over(agent, make_policy, network, noisy):
     """
     if noisy:
         network = NoisyExplorationNetwork(network)
-    return epsilon_greedy_policy.EpsilonGreedyPolicy(
-        make_policy(network), epsilon=agent.epsilon_greedy)
+    return EpsilonGreedyPolicy(make_policy(network), epsilon=agent.epsilon_greedy)
+
+
+class EpsilonGreedyPolicy(epsilon_greedy_policy.EpsilonGreedyPolicy):
+    """TF-Agents' ε-greedy policy with its two draws taken from
+    `noisy_dense.fresh_seed()`.
+
+    With probability ε a uniformly random action, else the greedy one; one
+    coin and one random action per row of the batch. TF-Agents draws them
+    with stateful random ops, which ignore every seed under XLA; here they
+    are stateless draws from one `fresh_seed()`, so inside
+    `noisy_dense.seeded_draws` (as `CompiledPolicy` calls a policy) they
+    follow the seed of the call, compiled or not. Policies with a single
+    discrete action, no info and no action mask (the agents' Q policies).
+    """
+
+    def _action(self, time_step, policy_state, seed):
+        del seed  # the draws come from fresh_seed(), see the class doc
+        greedy = self._greedy_policy.action(time_step, policy_state)
+        spec = self.action_spec
+        outer_shape = nest_utils.get_outer_shape(time_step, self._time_step_spec)
+        coin_seed, action_seed = tf.unstack(
+            tf.random.experimental.stateless_split(noisy_dense.fresh_seed(), 2))
+        coin = tf.random.stateless_uniform(outer_shape, coin_seed)
+        random_action = tf.random.stateless_uniform(
+            outer_shape, action_seed, minval=tf.cast(spec.minimum, spec.dtype),
+            maxval=tf.cast(spec.maximum, spec.dtype) + 1, dtype=spec.dtype)
+        action = tf.where(coin >= self._get_epsilon(), greedy.action, random_action)
+        return greedy._replace(action=action)
 
 
 class NoisyExplorationNetwork(network.Network):

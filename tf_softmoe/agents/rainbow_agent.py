@@ -76,7 +76,7 @@ class RainbowAgent(_common.AgentMixin, categorical_dqn_agent.CategoricalDqnAgent
             min_q_value=agent_config.v_min, max_q_value=agent_config.v_max,
             **self._setup(q_network, agent_config, agent_step,
                           train_step_counter, optimizer))
-        self._use_noisy_collect_policy()
+        self._use_own_collect_policy()
         self.build_optimizer()
 
     def _greedy_policy_over(self, network):

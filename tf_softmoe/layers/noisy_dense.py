@@ -1,7 +1,9 @@
 """Factorised Gaussian noisy dense layer (NoisyNet)."""
 
 import abc
+import contextlib
 import math
+import threading
 
 import tensorflow as tf
 
@@ -29,14 +31,56 @@ def signed_sqrt(eps):
     return tf.sign(eps) * tf.sqrt(tf.abs(eps))
 
 
-def factorised_noise(shape, dtype):
-    """f(ε), ε ~ N(0, 1) of `shape`, drawn afresh."""
-    return signed_sqrt(tf.random.normal(shape, dtype=dtype))
+# The seed that `seeded_draws` makes the draws below come from, and how many
+# seeds have been taken from it in the function being traced.
+_DRAWS = threading.local()
+
+
+@contextlib.contextmanager
+def seeded_draws(seed):
+    """Within it, `fresh_seed` and `factorised_noise` draw from `seed`.
+
+    TensorFlow's stateful random ops ignore every seed under XLA: a compiled
+    function draws the same numbers in every process, whatever the run's
+    seed, so two seeds of a run would explore and draw noise alike. A
+    compiled function that takes a `[2]` integer `seed` per call and traces
+    its body within `seeded_draws(seed)` draws statelessly instead: the k-th
+    seed taken in the trace is `stateless_fold_in(seed, k)`. The draws then
+    follow the seeds given, call by call. `CompiledPolicy` and `Learner` do
+    this (compiled or not); outside such a scope the draws are TensorFlow's
+    stateful ones.
+
+    Args:
+      seed: `[2]` integer tensor, a new one for every call.
+    """
+    seed = tf.convert_to_tensor(seed)
+    if not seed.dtype.is_integer or seed.shape.as_list() != [2]:
+        raise ValueError(f"seeded_draws needs a [2] integer seed, got {seed.dtype.name} "
+                         f"of shape {seed.shape}.")
+    previous = getattr(_DRAWS, "state", None)
+    _DRAWS.state = [seed, 0]
+    try:
+        yield
+    finally:
+        _DRAWS.state = previous
 
 
 def fresh_seed():
-    """A new random stateless seed `[2]` int32 (one per forward pass)."""
-    return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    """A new stateless seed `[2]` int32 (one per forward pass): the next of
+    the `seeded_draws` scope, else a stateful random draw."""
+    state = getattr(_DRAWS, "state", None)
+    if state is None:
+        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    state[1] += 1
+    return tf.cast(tf.random.experimental.stateless_fold_in(state[0], state[1]), tf.int32)
+
+
+def factorised_noise(shape, dtype):
+    """f(ε), ε ~ N(0, 1) of `shape`, drawn afresh (from the `seeded_draws`
+    scope when there is one)."""
+    if getattr(_DRAWS, "state", None) is None:
+        return signed_sqrt(tf.random.normal(shape, dtype=dtype))
+    return signed_sqrt(tf.random.stateless_normal(shape, fresh_seed(), dtype=dtype))
 
 
 class _NoiseSource(abc.ABC):

@@ -25,7 +25,6 @@ import time
 from absl import logging
 import numpy as np
 import tensorflow as tf
-from tf_agents.policies import epsilon_greedy_policy
 from tf_agents.policies import policy_saver
 
 from tf_softmoe import agents as agents_lib
@@ -129,7 +128,7 @@ def make_environment(config, seed):
 
 def eval_policy(agent, epsilon):
     """Greedy policy with ε-random actions (ε_eval = 0.001 in the paper)."""
-    return epsilon_greedy_policy.EpsilonGreedyPolicy(agent.policy, epsilon=epsilon)
+    return agents_lib.EpsilonGreedyPolicy(agent.policy, epsilon=epsilon)
 
 
 def _stats_to_json(stats):
@@ -209,7 +208,7 @@ class Experiment:
         self.replay = loop.make_replay(config.agent, self.env.observation_spec().shape,
                                        seed=seed)
         self.learner = learner_lib.Learner(self.agent, jit_compile=schedule.jit_compile,
-                                           strategy=self.strategy)
+                                           strategy=self.strategy, seed=seed)
         self.trainer = loop.Trainer(
             self.env, self.agent, self.replay, self.learner, config.agent,
             diagnostics_period=schedule.diagnostics_period,
@@ -283,6 +282,12 @@ class Experiment:
         # run seed and the restored step so a resumed run is reproducible.
         tf.random.set_seed(self.config.schedule.seed * 1_000_003
                            + int(state["agent_step"]))
+        # The same for the seeds of the policies' draws (ε, noise); the
+        # learner's follow the restored update count.
+        entropy = [self.config.schedule.seed, int(state["agent_step"])]
+        self.trainer.policy.reseed(entropy + [0])
+        if self._eval_policy is not None:
+            self._eval_policy.reseed(entropy + [1])
 
     def save_checkpoint(self):
         """Writes a checkpoint of the run as it stands now."""

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_softmoe.agents import factory
+from tf_softmoe.layers import noisy_dense
 from tf_softmoe.metrics import diagnostics as diag
 from tf_softmoe.networks.config import TOKENIZED_PENULTIMATES
 from tf_softmoe.train import distribution as distribution_lib
@@ -123,13 +124,20 @@ class Learner:
       batch_size: the fixed batch size (default: the agent config's).
       strategy: a `tf.distribute.Strategy` the agent was built under, or
         None (or the default strategy) for the single-device step.
+      seed: the update's random draws (Rainbow's noise) come from
+        `noisy_dense.seeded_draws([seed, updates so far])`, with the replica
+        folded in under a strategy: TensorFlow's stateful random ops ignore
+        every seed under XLA, and a restored run goes on drawing as it would
+        have. None: drawn from NumPy's global stream, which a run seeds.
 
     Raises:
       DistributionError: the batch does not split evenly over the replicas.
     """
 
-    def __init__(self, agent, jit_compile="auto", batch_size=None, strategy=None):
+    def __init__(self, agent, jit_compile="auto", batch_size=None, strategy=None,
+                 seed=None):
         self.agent = agent
+        self.seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
         self.jit_compile = resolve_jit_compile(
             jit_compile, getattr(agent.q_network, "config", None))
         self.batch_size = batch_size or agent.agent_config.batch_size
@@ -168,12 +176,19 @@ class Learner:
     def q_network(self):
         return self.agent.q_network
 
+    def _draws_seed(self):
+        """The `[2]` seed of this update's random draws (see `seed`)."""
+        # int32: XLA's stateless random ops take no other seed type.
+        updates = tf.math.floormod(self.agent.train_step_counter, 2**31 - 1)
+        return tf.stack([tf.constant(self.seed, tf.int32), tf.cast(updates, tf.int32)])
+
     def _train_step(self, state, action, reward, next_state, discount, weights):
         transition = factory.batch_to_transition(
             {"state": state, "action": action, "reward": reward,
              "next_state": next_state, "discount": discount},
             action_dtype=self.agent.action_spec.dtype)
-        loss_info = self.agent.train_on(transition, weights)
+        with noisy_dense.seeded_draws(self._draws_seed()):
+            loss_info = self.agent.train_on(transition, weights)
         td_error = diag.td_error_statistics(loss_info.extra.td_error)
         return {
             "loss": loss_info.loss,
@@ -190,7 +205,10 @@ class Learner:
             {"state": state, "action": action, "reward": reward,
              "next_state": next_state, "discount": discount},
             action_dtype=self.agent.action_spec.dtype)
-        with tf.GradientTape() as tape:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.random.experimental.stateless_fold_in(
+            self._draws_seed(), tf.cast(replica, tf.int32))
+        with tf.GradientTape() as tape, noisy_dense.seeded_draws(seed):
             loss_info = self.agent.loss_on(transition, weights=weights, training=True)
         tf.debugging.check_numerics(loss_info.loss, "Loss is inf or nan")
         gradients = tape.gradient(loss_info.loss, self.q_network.trainable_weights)

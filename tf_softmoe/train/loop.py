@@ -17,6 +17,7 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from tf_softmoe import replay as replay_lib
+from tf_softmoe.layers import noisy_dense
 from tf_softmoe.train import flat_call
 from tf_softmoe.train import learner as learner_lib
 
@@ -45,24 +46,40 @@ class CompiledPolicy:
     batch, as a parallel evaluation does (`evaluate` with several
     environments).
 
+    Each call also takes a `[2]` seed, the next of a NumPy generator, and
+    runs the policy within `noisy_dense.seeded_draws(seed)`: the ε-greedy
+    coins and random actions (`agents.EpsilonGreedyPolicy`) and the noisy
+    layers' noise are drawn from it. Under XLA, TensorFlow's stateful random
+    ops ignore every seed, so without this every run would act on the same
+    random numbers whatever its seed.
+
     Args:
       policy: a TF-Agents policy.
-      seed: if given, `tf.random.set_seed(seed)` before tracing.
+      seed: seeds the generator of the calls' seeds (and, as before,
+        `tf.random.set_seed(seed)` for any stateful op a policy of one's own
+        has); None: the generator is seeded from NumPy's global stream,
+        which a run seeds.
       jit_compile: compile the call with XLA (see
         `learner.resolve_policy_jit_compile` for when that is faster).
     """
 
+    # Seeds drawn from the generator at a time: one NumPy call per block
+    # instead of one per agent step.
+    _SEED_BLOCK = 1024
+
     def __init__(self, policy, seed=None, jit_compile=False):
         if seed is not None:
             tf.random.set_seed(seed)
+        self.reseed(seed)
         spec = policy.time_step_spec
         fields = (spec.step_type, spec.reward, spec.discount, spec.observation)
         self._dtypes = tuple(s.dtype.as_numpy_dtype for s in fields)
         self._shapes = tuple(tuple(s.shape) for s in fields)
 
-        def action(step_type, reward, discount, observation):
+        def action(step_type, reward, discount, observation, seed):
             step = ts.TimeStep(step_type, reward, discount, observation)
-            return policy.action(step).action
+            with noisy_dense.seeded_draws(seed):
+                return policy.action(step).action
 
         self.jit_compile = bool(jit_compile)
         self._function = tf.function(action, autograph=False, jit_compile=self.jit_compile)
@@ -75,9 +92,24 @@ class CompiledPolicy:
         if caller is None:
             concrete = self._function.get_concrete_function(
                 *[tf.TensorSpec((batch_size,) + shape, dtype)
-                  for shape, dtype in zip(self._shapes, self._dtypes)])
+                  for shape, dtype in zip(self._shapes, self._dtypes)],
+                tf.TensorSpec([2], tf.int32))
             caller = self._callers[batch_size] = flat_call.flat_caller(concrete)
         return caller
+
+    def reseed(self, seed=None):
+        """Restarts the calls' seeds from `seed` (None: from NumPy's global
+        stream), e.g. after a run is restored from a checkpoint."""
+        if seed is None:
+            seed = np.random.randint(2**31 - 1)
+        self._seed_generator = np.random.default_rng(seed)
+        self._seed_block = []
+
+    def _next_seed(self):
+        if not self._seed_block:
+            self._seed_block = list(self._seed_generator.integers(
+                0, 2**31 - 1, size=(self._SEED_BLOCK, 2), dtype=np.int32)[::-1])
+        return tf.constant(self._seed_block.pop())
 
     def action(self, time_step):
         """The action (an int) for one unbatched `TimeStep` of NumPy values.
@@ -90,6 +122,7 @@ class CompiledPolicy:
             f"the policy expects {shape} (one unbatched time step)")[None])
                    for name, value, dtype, shape in zip(
                        ts.TimeStep._fields, time_step, self._dtypes, self._shapes)]
+        tensors.append(self._next_seed())
         return int(self._call(tensors).numpy()[0])
 
     def actions(self, time_steps, max_batch_size=None):
@@ -123,6 +156,7 @@ class CompiledPolicy:
             if size > rows:
                 value = np.concatenate([value, np.repeat(value[:1], size - rows, axis=0)])
             tensors.append(tf.constant(value))
+        tensors.append(self._next_seed())
         return self._caller(size)(tensors).numpy()[:rows]
 
 
