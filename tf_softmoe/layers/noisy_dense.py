@@ -51,7 +51,8 @@ def seeded_draws(seed):
     stateful ones.
 
     Args:
-      seed: `[2]` integer tensor, a new one for every call.
+      seed: `[2]` integer tensor, a new one for every call (int32 under XLA,
+        whose stateless random ops take no other seed type).
     """
     seed = tf.convert_to_tensor(seed)
     if not seed.dtype.is_integer or seed.shape.as_list() != [2]:

@@ -55,9 +55,9 @@ class CompiledPolicy:
 
     Args:
       policy: a TF-Agents policy.
-      seed: seeds the generator of the calls' seeds (and, as before,
-        `tf.random.set_seed(seed)` for any stateful op a policy of one's own
-        has); None: the generator is seeded from NumPy's global stream,
+      seed: seeds the generator of the calls' seeds, and is passed to
+        `tf.random.set_seed` for the stateful ops a policy of one's own may
+        have; None: the generator is seeded from NumPy's global stream,
         which a run seeds.
       jit_compile: compile the call with XLA (see
         `learner.resolve_policy_jit_compile` for when that is faster).
