@@ -30,11 +30,13 @@ def test_atari100k_scores_come_from_the_committed_runs():
         assert f"**{shown}**" in page, (run.condition, run.game, shown)
 
 
-@pytest.mark.parametrize("condition", ["der_nature_flatten_x1", "der_nature_softmoe4"])
-def test_atari100k_second_evaluation_is_the_committed_one(condition):
-    # The page's second evaluation of each RoadRunner run (100 environments at
+@pytest.mark.parametrize("condition,game", [("der_nature_flatten_x1", "RoadRunner"),
+                                            ("der_nature_softmoe4", "RoadRunner"),
+                                            ("der_nature_flatten_x1", "Kangaroo")])
+def test_atari100k_second_evaluation_is_the_committed_one(condition, game):
+    # The page's second evaluation of a finished run (100 environments at
     # once) is the mean of the 100 games in the committed output.
-    path = os.path.join(ATARI100K, "runs", condition, "RoadRunner", "seed_0",
+    path = os.path.join(ATARI100K, "runs", condition, game, "seed_0",
                         "evaluate_100_envs.txt")
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
