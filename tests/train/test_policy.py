@@ -187,3 +187,9 @@ def test_epsilon_greedy_draws_each_row_and_follows_epsilon():
         changed = np.mean(actions != greedy)  # a random action differs 2 times in 3
         assert abs(changed - expected) < 0.03, (epsilon, changed)
         assert set(np.unique(actions)) <= {0, 1, 2}
+
+
+def test_epsilon_greedy_refuses_an_exploration_mask():
+    _, agent = _agent("dqn")
+    with pytest.raises(ValueError, match="exploration_mask"):
+        agents.EpsilonGreedyPolicy(agent.policy, epsilon=0.1, exploration_mask=[1, 1, 0])

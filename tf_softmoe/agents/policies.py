@@ -103,6 +103,15 @@ class EpsilonGreedyPolicy(epsilon_greedy_policy.EpsilonGreedyPolicy):
     discrete action, no info and no action mask (the agents' Q policies).
     """
 
+    def __init__(self, policy, epsilon, **kwargs):
+        super().__init__(policy, epsilon, **kwargs)
+        if (self._exploration_mask is not None
+                or self.observation_and_action_constraint_splitter is not None):
+            raise ValueError(
+                "agents.EpsilonGreedyPolicy draws its random actions from every action; "
+                "for an action mask or exploration_mask use TF-Agents' "
+                "EpsilonGreedyPolicy (its draws ignore the seed under XLA).")
+
     def _action(self, time_step, policy_state, seed):
         del seed  # the draws come from fresh_seed(), see the class doc
         greedy = self._greedy_policy.action(time_step, policy_state)
